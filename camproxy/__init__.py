@@ -1,0 +1,1 @@
+"""CamProxy: one camera link, many logged-in viewers."""

@@ -1,0 +1,45 @@
+"""The ``camproxy`` console script: administration commands beside the daemon.
+
+The daemon itself runs under twistd (``twistd -n camproxy``); these commands work on
+the same database and settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from camproxy.usercli import add_user_commands
+
+    parser = argparse.ArgumentParser(
+        prog="camproxy",
+        description="Manage CamProxy. Run the daemon itself with: twistd -n camproxy [options]",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    user = commands.add_parser("user", help="manage user accounts")
+    add_user_commands(user.add_subparsers(dest="user_command", metavar="ACTION", required=True))
+    demo = commands.add_parser(
+        "democam", help="run the emulated RoboCam camera alone (for testing any client)"
+    )
+    demo.add_argument("args", nargs=argparse.REMAINDER, help="options of the demo camera")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "user":
+        from camproxy.usercli import run_user_command
+
+        return run_user_command(args)
+    if args.command == "democam":
+        from camproxy.democam import main as democam_main
+
+        democam_main(args.args)
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

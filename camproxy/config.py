@@ -1,0 +1,193 @@
+"""CamProxy's configuration: command-line options over environment over ``.env``.
+
+One immutable :class:`Config` is built here and handed down; nothing else reads the
+environment.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import secrets
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import attrs
+from dotenv import dotenv_values
+from hyperlink import URL
+
+from camproxy.origins import is_valid_origin
+
+DEFAULT_PORT = "5000"
+DEFAULT_HOST = "0.0.0.0"  # noqa: S104 - a camera proxy serves its LAN by default
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL")
+
+
+class ConfigError(ValueError):
+    """A setting is invalid; the message is one line, fit for a user."""
+
+
+@attrs.frozen
+class Config:
+    """Every setting of one CamProxy daemon."""
+
+    listen: str = f"tcp:{DEFAULT_PORT}:interface={DEFAULT_HOST}"
+    camera_url: str = "ws://192.168.1.100:80/ws"
+    database: str = "robocam.db"
+    allowed_origins: tuple[str, ...] = ()
+    max_fps: float = 10.0
+    idle_close: float = 30.0
+    demo: bool = False
+    secret_key: str = ""
+    admin_username: str | None = None
+    admin_password: str | None = None
+    log_level: str = "INFO"
+    log_file: str | None = None
+    camera_ca: str | None = None
+    frame_timeout: float = 2.0
+    max_frame_bytes: int = 4 * 1024 * 1024
+
+
+def read_environment(cwd: Path | None = None) -> dict[str, str]:
+    """The process environment laid over ``.env`` of the working directory."""
+    dotenv_file = (cwd or Path.cwd()) / ".env"
+    merged = {k: v for k, v in dotenv_values(dotenv_file).items() if v is not None}
+    merged.update(os.environ)
+    return merged
+
+
+def _number(name: str, text: str, *, minimum: float, maximum: float) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, not {text!r}") from None
+    if not math.isfinite(value) or not minimum <= value <= maximum:
+        raise ConfigError(f"{name} must be between {minimum:g} and {maximum:g}, not {text!r}")
+    return value
+
+
+def _escape_endpoint(text: str) -> str:
+    return text.replace("\\", "\\\\").replace(":", "\\:")
+
+
+def camera_url_from_env(env: Mapping[str, str]) -> str | None:
+    if not any(env.get(k) for k in ("ESP32CAM_IP", "ESP32CAM_PORT", "ESP32CAM_PATH")):
+        return None
+    host = env.get("ESP32CAM_IP") or "192.168.1.100"
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    port = env.get("ESP32CAM_PORT") or "80"
+    path = env.get("ESP32CAM_PATH") or "/ws"
+    if not path.startswith("/"):
+        path = "/" + path
+    return f"ws://{host}:{port}{path}"
+
+
+def check_camera_url(url: str) -> str:
+    try:
+        parsed = URL.from_text(url)
+        port = parsed.port
+    except (ValueError, TypeError):
+        raise ConfigError(f"camera URL {url!r} is not a valid URL") from None
+    if parsed.scheme not in ("ws", "wss") or not parsed.host:
+        raise ConfigError(f"camera URL {url!r} must look like ws://HOST[:PORT]/PATH or wss://…")
+    if port is not None and not 0 < port < 65536:
+        raise ConfigError(f"camera URL {url!r} has an invalid port")
+    return url
+
+
+def build_config(options: Mapping[str, object], env: Mapping[str, str]) -> Config:
+    """Merge command-line ``options`` (None = not given) with ``env``; validate all.
+
+    Raises :class:`ConfigError` with a one-line message on the first bad value.
+    """
+    from camproxy.db import database_path_from_url
+
+    def pick(option: str, variable: str | None) -> str | None:
+        value = options.get(option)
+        if value is not None:
+            return str(value)
+        if variable is not None and env.get(variable):
+            return env[variable]
+        return None
+
+    demo = bool(options.get("demo"))
+    listen = pick("listen", None)
+    if listen is None:
+        host = env.get("HOST") or DEFAULT_HOST
+        port = env.get("PORT") or DEFAULT_PORT
+        if not port.isdigit() or not 0 <= int(port) < 65536:
+            raise ConfigError(f"PORT must be a port number, not {port!r}")
+        listen = f"tcp:{port}:interface={_escape_endpoint(host)}"
+
+    camera = pick("camera", None) or camera_url_from_env(env) or Config.camera_url
+    check_camera_url(camera)
+
+    database_option = pick("database", None)
+    if database_option is not None:
+        database = database_option
+    elif env.get("DATABASE_URL"):
+        try:
+            database = database_path_from_url(env["DATABASE_URL"])
+        except ValueError as problem:
+            raise ConfigError(str(problem)) from None
+    else:
+        database = Config.database
+
+    origins: list[str] = list(_strings(options.get("allowed-origin")))
+    if not origins and env.get("ALLOWED_ORIGINS"):
+        origins = [o.strip() for o in env["ALLOWED_ORIGINS"].split(",") if o.strip()]
+    for origin in origins:
+        if not is_valid_origin(origin):
+            raise ConfigError(f"allowed origin {origin!r} must look like https://host[:port]")
+
+    max_fps = _number("max-fps", pick("max-fps", "MAX_FPS") or "10", minimum=0.1, maximum=120)
+    idle_close = _number(
+        "idle-close", pick("idle-close", "IDLE_CLOSE") or "30", minimum=0, maximum=86400 * 365
+    )
+    frame_timeout = _number(
+        "frame-timeout", pick("frame-timeout", None) or "2", minimum=0.5, maximum=60
+    )
+
+    log_level = (env.get("LOG_LEVEL") or "INFO").upper()
+    if log_level not in LOG_LEVELS:
+        raise ConfigError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, not {log_level!r}")
+
+    secret_key = env.get("SECRET_KEY") or ""
+    if not secret_key:
+        if not demo:
+            raise ConfigError(
+                "SECRET_KEY is not set: put a long random value in the environment or .env "
+                "(e.g. SECRET_KEY=$(python3 -c 'import secrets; print(secrets.token_hex(32))'))"
+            )
+        secret_key = secrets.token_hex(32)
+
+    camera_ca = pick("camera-ca", "CAMERA_CA_FILE")
+    if camera_ca is not None and not Path(camera_ca).is_file():
+        raise ConfigError(f"camera CA file {camera_ca!r} does not exist")
+
+    return Config(
+        listen=listen,
+        camera_url=camera,
+        database=database,
+        allowed_origins=tuple(origins),
+        max_fps=max_fps,
+        idle_close=idle_close,
+        demo=demo,
+        secret_key=secret_key,
+        admin_username=env.get("ADMIN_USERNAME") or None,
+        admin_password=env.get("ADMIN_PASSWORD") or None,
+        log_level=log_level,
+        log_file=env.get("LOG_FILE") or None,
+        camera_ca=camera_ca,
+        frame_timeout=frame_timeout,
+    )
+
+
+def _strings(value: object) -> Sequence[str]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    assert isinstance(value, (list, tuple))
+    return [str(v) for v in value]

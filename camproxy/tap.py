@@ -1,0 +1,174 @@
+"""``twistd camproxy``: the options and the one function that builds the daemon."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from typing import Any
+
+from autobahn.twisted.resource import WebSocketResource
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import UNIXClientEndpoint, serverFromString
+from twisted.python import usage
+from twisted.web.server import Site
+
+from camproxy.camera import CameraLink, CameraSettings
+from camproxy.config import Config, ConfigError, build_config, read_environment
+from camproxy.hub import CameraHub
+from camproxy.origins import OriginPolicy
+from camproxy.viewers import OpenGate, ViewerFactory
+from camproxy.web import CamProxyWeb, SiteRoot
+
+
+class Options(usage.Options):
+    """Command-line options of ``twistd camproxy`` (CONTRACT §4)."""
+
+    synopsis = "[options]"
+    longdesc = (
+        "Keeps one WebSocket link to a RoboCam/ESP32-CAM camera and serves live video and "
+        "controls to many logged-in browsers. Every option can also be set by the "
+        "environment variable named in the README, or in a .env file."
+    )
+    optFlags = [["demo", None, "Run a built-in emulated camera in-process and use it."]]
+    optParameters: list[list[Any]] = [
+        ["listen", None, None, "Twisted server endpoint to serve HTTP and /ws on."],
+        ["camera", None, None, "Camera WebSocket URL, e.g. ws://192.168.1.100:80/ws."],
+        ["database", None, None, "SQLite database file."],
+        ["max-fps", None, None, "Never ask the camera for more frames per second."],
+        ["idle-close", None, None, "Close the camera link after this many idle seconds."],
+        ["frame-timeout", None, None, "Give up a getframe unanswered this long (seconds)."],
+        ["camera-ca", None, None, "PEM file of the CA that signed a wss:// camera's cert."],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["allowed-origin"] = []
+        self.config: Config | None = None
+
+    def opt_allowed_origin(self, origin: str) -> None:
+        """Also accept viewer sockets from this origin (repeatable)."""
+        self["allowed-origin"].append(origin)
+
+    def parseOptions(self, options: Any = None) -> None:
+        # One line and exit status 1 for any bad option, never a traceback or a
+        # screenful of usage text.
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as problem:
+            raise SystemExit(f"camproxy: error: {problem}") from None
+
+    def postOptions(self) -> None:
+        try:
+            self.config = build_config(self, read_environment())
+        except ConfigError as problem:
+            raise usage.UsageError(str(problem)) from None
+
+
+class CameraService(Service):
+    """One camera: its hub and its link, started and stopped together."""
+
+    def __init__(self, hub: CameraHub, link: CameraLink) -> None:
+        self.hub = hub
+        self.link = link
+
+    def startService(self) -> None:
+        super().startService()
+        self.hub.start(self.link)
+
+    def stopService(self) -> Deferred[None] | None:
+        super().stopService()
+        self.hub.stop()
+        return None
+
+
+class DemoCameraService(Service):
+    """The built-in emulated camera, on a private UNIX socket only this daemon knows."""
+
+    def __init__(self, reactor: Any) -> None:
+        self._reactor = reactor
+        self.directory = tempfile.mkdtemp(prefix="camproxy-demo-")
+        self.socket_path = f"{self.directory}/camera.sock"
+        self._port: Any = None
+        self.camera: Any = None
+
+    def startService(self) -> None:
+        from camproxy.democam import listen_demo_camera
+
+        super().startService()
+
+        def listening(result: tuple[Any, Any]) -> None:
+            self._port, self.camera = result
+
+        listen_demo_camera(self._reactor, f"unix:{self.socket_path}").addCallback(listening)
+
+    def stopService(self) -> Deferred[None] | None:
+        super().stopService()
+        stopped: Deferred[None] | None = None
+        if self.camera is not None:
+            self.camera.drop_all()
+        if self._port is not None:
+            stopped = self._port.stopListening()
+        shutil.rmtree(self.directory, ignore_errors=True)
+        return stopped
+
+
+def endpoint_or_exit(reactor: Any, description: str) -> Any:
+    try:
+        return serverFromString(reactor, description)
+    except Exception as problem:  # noqa: BLE001 - the parser raises many kinds
+        raise SystemExit(
+            f"camproxy: error: invalid --listen endpoint {description!r}: {problem}"
+        ) from None
+
+
+def build_service(config: Config, reactor: Any) -> MultiService:
+    """Build the whole daemon from one :class:`Config`; nothing is global."""
+    top = MultiService()
+    top.setName("camproxy")
+
+    hub = CameraHub(
+        reactor,
+        max_fps=config.max_fps,
+        idle_close=config.idle_close,
+        request_timeout=config.frame_timeout,
+    )
+    settings = CameraSettings(
+        url=config.camera_url, max_frame_bytes=config.max_frame_bytes, ca_file=config.camera_ca
+    )
+    if config.demo:
+        demo = DemoCameraService(reactor)
+        demo.setName("democam")
+        demo.setServiceParent(top)
+        settings = CameraSettings(url="ws://democam/ws", max_frame_bytes=config.max_frame_bytes)
+        link = CameraLink(
+            reactor, hub, settings, endpoint=UNIXClientEndpoint(reactor, demo.socket_path)
+        )
+    else:
+        link = CameraLink(reactor, hub, settings)
+    camera = CameraService(hub, link)
+    camera.setName("camera")
+    camera.setServiceParent(top)
+
+    gate = OpenGate(OriginPolicy(config.allowed_origins))
+    viewers = ViewerFactory(hub, gate, reactor, reactor=reactor)
+    web = CamProxyWeb(hub)
+    root = SiteRoot(web.app.resource(), WebSocketResource(viewers))
+    site = Site(root)
+    http = StreamServerEndpointService(endpoint_or_exit(reactor, config.listen), site)
+    http.setName("http")
+    # Fail the start (not just log) when the port cannot be bound.
+    http._raiseSynchronously = True
+    http.setServiceParent(top)
+    return top
+
+
+def makeService(options: Options, reactor: Any = None) -> IService:
+    """Entry point for twistd and ``camproxy.tac``."""
+    if reactor is None:
+        from twisted.internet import reactor as global_reactor
+
+        reactor = global_reactor
+    assert options.config is not None
+    return build_service(options.config, reactor)

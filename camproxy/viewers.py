@@ -1,0 +1,241 @@
+"""Browser viewers on ``/ws``: the handshake gate, commands in, frames and events out.
+
+Each viewer is a push *producer* for its own transport. While the transport holds
+unsent data it pauses us, and we keep only the newest frame for it: a slow viewer
+skips frames instead of growing a queue, and never delays the others.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.protocol import ConnectionRequest, PreparedMessage
+from autobahn.websocket.types import ConnectionDeny
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IPushProducer, IReactorTime, ISSLTransport
+from twisted.logger import Logger
+from zope.interface import Interface, implementer
+
+from camproxy.commands import InvalidCommand, parse_viewer_message
+from camproxy.hub import CameraHub, Frame, IRequester, IViewer, event
+from camproxy.origins import OriginPolicy
+from camproxy.ratelimit import TokenBucket
+
+#: CONTRACT §3: a text message over 64 KiB closes the connection with 1009.
+MAX_INCOMING_MESSAGE = 64 * 1024
+CLOSE_POLICY_VIOLATION = 1008
+CLOSE_TOO_BIG = 1009
+
+
+@attrs.frozen
+class ViewerIdentity:
+    """Who is on the other end of a viewer socket, decided at the handshake."""
+
+    user: str | None
+    is_admin: bool = False
+    can_control: bool = True
+    user_id: str | None = None
+    session_id: str | None = None
+
+    @property
+    def may_control(self) -> bool:
+        return self.is_admin or self.can_control
+
+
+class IHandshakeGate(Interface):
+    """Decides whether a WebSocket upgrade request may become a viewer."""
+
+    def admit(request: ConnectionRequest, secure: bool) -> Deferred[ViewerIdentity]:
+        """Fire with the viewer's identity, or fail with ``ConnectionDeny(403)``."""
+
+
+def forbidden(reason: str) -> ConnectionDeny:
+    return ConnectionDeny(ConnectionDeny.FORBIDDEN, reason)
+
+
+@implementer(IHandshakeGate)
+class OpenGate:
+    """Anyone whose ``Origin`` passes may watch: for deployments without accounts."""
+
+    def __init__(self, origins: OriginPolicy) -> None:
+        self._origins = origins
+
+    def admit(self, request: ConnectionRequest, secure: bool) -> Deferred[ViewerIdentity]:
+        if not self._origins.allows(request.headers.get("origin"), request.host, secure):
+            raise forbidden("origin not allowed")
+        return succeed(ViewerIdentity(user=None))
+
+
+@implementer(IViewer, IRequester, IPushProducer)
+class ViewerProtocol(WebSocketServerProtocol):
+    """One browser watching one camera."""
+
+    factory: ViewerFactory
+    log = Logger()
+
+    identity: ViewerIdentity | None = None
+    frames_sent = 0
+    frames_skipped = 0
+    _attached = False
+    _paused = False
+    _pending: Frame | None = None
+    _commands: TokenBucket | None = None
+
+    # -- handshake and lifetime ---------------------------------------------
+
+    def onConnect(self, request: ConnectionRequest) -> Deferred[None]:
+        secure = ISSLTransport.providedBy(self.transport)
+        admitted = self.factory.gate.admit(request, secure)
+
+        def remember(identity: ViewerIdentity) -> None:
+            self.identity = identity
+
+        return admitted.addCallback(remember)
+
+    def onOpen(self) -> None:
+        # Twisted Web's channel was the transport's producer; we are now.
+        self.transport.unregisterProducer()
+        self.transport.registerProducer(self, True)
+        self._commands = TokenBucket(self.factory.clock, rate=20.0, burst=40.0)
+        assert self.identity is not None
+        hub = self.factory.hub
+        self.send_event(
+            json.dumps(
+                {
+                    "type": "hello",
+                    "user": self.identity.user,
+                    "is_admin": self.identity.is_admin,
+                    "can_control": self.identity.may_control,
+                    "limits": hub.limits.as_json(),
+                    **hub.hello_fields(),
+                },
+                separators=(",", ":"),
+            )
+        )
+        self._attached = True
+        self.factory.viewer_opened(self)
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        self._pending = None
+        if self._attached:
+            self._attached = False
+            self.factory.viewer_closed(self)
+
+    # -- browser -> server --------------------------------------------------
+
+    def onMessageFrameBegin(self, length: int) -> None:
+        super().onMessageFrameBegin(length)
+        # Autobahn's own payload limit would also cap what we send (frames exceed
+        # 64 KiB), so the incoming limit is enforced here, before any data arrives.
+        if self.message_data_total_length > MAX_INCOMING_MESSAGE and not self.failedByMe:
+            self._fail_connection(CLOSE_TOO_BIG, "message too big")
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        assert self._commands is not None
+        if not self._commands.take():
+            self.factory.throttled += 1
+            return
+        if isBinary:
+            self.command_refused("binary messages are not accepted; send JSON text")
+            return
+        try:
+            command = parse_viewer_message(payload.decode("utf-8"), self.factory.hub.limits)
+        except InvalidCommand as refusal:
+            self.command_refused(str(refusal))
+            return
+        self.factory.hub.execute(command, self)
+
+    # -- IRequester ------------------------------------------------------------
+
+    @property
+    def may_control(self) -> bool:
+        return self.identity is not None and self.identity.may_control
+
+    def command_refused(self, reason: str) -> None:
+        self.send_event(event("error", message=reason))
+
+    # -- IViewer ------------------------------------------------------------------
+
+    def send_event(self, message: str) -> None:
+        if self.state == self.STATE_OPEN:
+            self.sendMessage(message.encode("utf-8"), isBinary=False)
+
+    def send_frame(self, frame: Frame) -> None:
+        if self.state != self.STATE_OPEN:
+            return
+        if self._paused:
+            if self._pending is not None:
+                self.frames_skipped += 1
+            self._pending = frame
+            return
+        self.frames_sent += 1
+        self.sendPreparedMessage(frame.encoded("websocket", self.factory.prepare_frame))
+
+    # -- IPushProducer: the transport tells us when it is full -------------------
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            self.send_frame(pending)
+
+    def stopProducing(self) -> None:
+        self._paused = True
+        self._pending = None
+
+    def close_viewer(self, code: int, reason: str) -> None:
+        if self.state in (self.STATE_OPEN, self.STATE_CONNECTING):
+            self.sendClose(code, reason)
+
+
+class ViewerFactory(WebSocketServerFactory):
+    """Builds viewer protocols for one camera hub and remembers the open ones."""
+
+    protocol = ViewerProtocol
+
+    def __init__(self, hub: CameraHub, gate: IHandshakeGate, clock: IReactorTime, **kw: Any):
+        super().__init__(**kw)
+        self.hub = hub
+        self.gate = gate
+        self.clock = clock
+        self.viewers: set[ViewerProtocol] = set()
+        self.throttled = 0
+        self.setProtocolOptions(
+            webStatus=False,
+            failByDrop=False,
+            autoPingInterval=20.0,
+            autoPingTimeout=10.0,
+            openHandshakeTimeout=10.0,
+            closeHandshakeTimeout=3.0,
+        )
+
+    def prepare_frame(self, data: bytes) -> PreparedMessage:
+        return self.prepareMessage(data, isBinary=True, doNotCompress=True)
+
+    def viewer_opened(self, viewer: ViewerProtocol) -> None:
+        self.viewers.add(viewer)
+        self.hub.attach(viewer)
+
+    def viewer_closed(self, viewer: ViewerProtocol) -> None:
+        self.viewers.discard(viewer)
+        self.hub.detach(viewer)
+
+    def close_where(
+        self, predicate: Callable[[ViewerIdentity], bool], code: int, reason: str
+    ) -> int:
+        """Close every open viewer whose identity matches; returns how many."""
+        closing = [
+            viewer
+            for viewer in self.viewers
+            if viewer.identity is not None and predicate(viewer.identity)
+        ]
+        for viewer in closing:
+            viewer.close_viewer(code, reason)
+        return len(closing)

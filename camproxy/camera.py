@@ -153,7 +153,7 @@ class CameraLink:
         self._protocol = protocol
         self._complaints.reset()
         self.log.info("camera connected at {url}", url=self.settings.url)
-        self.hub.camera_connected()
+        self.hub.link_opened()
 
     def protocol_closed(
         self, protocol: CameraProtocol, clean: bool, code: int | None, reason: str | None

@@ -132,6 +132,7 @@ class CameraHub:
         self._link: ICameraLink | None = None
         self._viewers: set[IViewer] = set()
         self.connected = False
+        self._awaiting_answer = False
         self._link_open = False
         self.stats = HubStats()
         self.limits = firmware.Limits()
@@ -244,17 +245,27 @@ class CameraHub:
 
     # -- camera events (from the link) -------------------------------------------
 
-    def camera_connected(self) -> None:
-        self.connected = True
-        self.stats.camera_connects += 1
-        self._request_sent_at = None
+    def link_opened(self) -> None:
+        """The WebSocket to the camera is up; ask what the firmware asks on every connect.
+
+        The camera counts as connected only once it answers: the firmware accepts a
+        client over its limit and closes it at once, which must not flap the status.
+        """
+        self._awaiting_answer = True
         assert self._link is not None
         self._link.send_text(firmware.GET_LIMITS)
         self._link.send_text(firmware.GET_POS)
+
+    def _camera_answered(self) -> None:
+        self._awaiting_answer = False
+        self.connected = True
+        self.stats.camera_connects += 1
+        self._request_sent_at = None
         self._broadcast(event("camera_status", esp32_connected=True))
         self._schedule_poll()
 
     def camera_disconnected(self) -> None:
+        self._awaiting_answer = False
         if not self.connected:
             return
         self.connected = False
@@ -269,16 +280,20 @@ class CameraHub:
 
     def frame_received(self, data: bytes) -> None:
         """A binary message from the camera, pushed or requested."""
+        if self._awaiting_answer:
+            self._camera_answered()
+        now = self._clock.seconds()
+        # Pushed and requested frames look alike: any binary answers the request,
+        # and paces the next one, even when it is not a valid JPEG.
+        self._last_frame_at = now
+        self._request_sent_at = None
         if not firmware.is_jpeg(data):
             self.stats.frames_invalid += 1
+            self._schedule_poll()
             return
         self.stats.frames_received += 1
-        now = self._clock.seconds()
         frame = Frame(data, self.stats.frames_received, now)
         self.newest = frame
-        self._last_frame_at = now
-        # Pushed and requested frames look alike: any frame answers the request.
-        self._request_sent_at = None
         for viewer in list(self._viewers):
             self._deliver(viewer, viewer.send_frame, frame)
         waiters, self._frame_waiters = self._frame_waiters, []
@@ -287,6 +302,8 @@ class CameraHub:
         self._schedule_poll()
 
     def text_received(self, text: str) -> None:
+        if self._awaiting_answer:
+            self._camera_answered()
         message = firmware.parse_camera_text(text)
         if isinstance(message, firmware.Position):
             self.position = message

@@ -164,6 +164,13 @@ def build_service(config: Config, reactor: Any) -> MultiService:
     return top
 
 
+def listening_port(top: MultiService) -> Deferred[Any]:
+    """The HTTP port once listening (its number is useful when listening on port 0)."""
+    http = top.getServiceNamed("http")
+    assert isinstance(http, StreamServerEndpointService)
+    return http._waitingForPort  # type: ignore[return-value]
+
+
 def makeService(options: Options, reactor: Any = None) -> IService:
     """Entry point for twistd and ``camproxy.tac``."""
     if reactor is None:

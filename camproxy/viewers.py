@@ -65,7 +65,7 @@ class OpenGate:
         self._origins = origins
 
     def admit(self, request: ConnectionRequest, secure: bool) -> Deferred[ViewerIdentity]:
-        if not self._origins.allows(request.headers.get("origin"), request.host, secure):
+        if not self._origins.allows(request.headers.get("origin"), request.headers.get("host"), secure):
             raise forbidden("origin not allowed")
         return succeed(ViewerIdentity(user=None))
 

@@ -28,7 +28,12 @@ class FakeLink:
         self.is_open = True
         self.opens += 1
         if self.connect_on_open:
-            self.hub.camera_connected()
+            self.connect()
+
+    def connect(self) -> None:
+        """The link comes up and the camera answers the first question."""
+        self.hub.link_opened()
+        self.hub.text_received('{"min_x":0,"max_x":180,"min_y":0,"max_y":180}')
 
     def close(self) -> None:
         self.is_open = False

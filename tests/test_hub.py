@@ -165,7 +165,7 @@ def test_camera_status_broadcast() -> None:
     clock, hub, link = make_hub(connect=False)
     viewer = FakeViewer()
     hub.attach(viewer)
-    hub.camera_connected()
+    link.connect()
     hub.camera_disconnected()
     assert [e["esp32_connected"] for e in viewer.of_type("camera_status")] == [True, False]
 
@@ -175,7 +175,7 @@ def test_no_requests_while_disconnected() -> None:
     hub.attach(FakeViewer())
     clock.advance(10)
     assert link.count("getframe") == 0
-    hub.camera_connected()
+    link.connect()
     assert link.count("getframe") == 1
 
 

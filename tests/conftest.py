@@ -1,0 +1,102 @@
+"""Loopback fixtures: a demo camera and a whole daemon on 127.0.0.1, ephemeral ports."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import attrs
+import pytest
+import pytest_twisted
+from twisted.application.service import MultiService
+from twisted.internet import defer, task
+
+from camproxy.config import Config
+from camproxy.hub import CameraHub
+from camproxy.tap import build_service, listening_port
+
+
+
+@pytest.fixture
+def reactor() -> Any:
+    from twisted.internet import reactor as global_reactor
+
+    return global_reactor
+
+
+@attrs.define
+class RunningDaemon:
+    service: MultiService
+    port: int
+    config: Config
+
+    @property
+    def hub(self) -> CameraHub:
+        return self.service.getServiceNamed("camera").hub  # type: ignore[attr-defined,no-any-return]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@attrs.define
+class RunningCamera:
+    port: Any
+    camera: Any
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port.getHost().port}/ws"
+
+
+@pytest_twisted.async_yield_fixture
+async def demo_camera_factory(reactor: Any) -> AsyncIterator[Callable[..., Any]]:
+    """Start demo cameras on 127.0.0.1:0 with the given knobs; all stopped afterwards."""
+    from camproxy.democam import listen_demo_camera
+
+    started: list[RunningCamera] = []
+
+    async def start(**knobs: Any) -> RunningCamera:
+        port, camera = await listen_demo_camera(reactor, "tcp:0:interface=127.0.0.1", **knobs)
+        running = RunningCamera(port, camera)
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        running.camera.drop_all()
+        await defer.maybeDeferred(running.port.stopListening)
+
+
+@pytest_twisted.async_yield_fixture
+async def daemon_factory(reactor: Any, tmp_path: Any) -> AsyncIterator[Callable[..., Any]]:
+    """Start whole daemons (build_service) on 127.0.0.1:0; all stopped afterwards."""
+    started: list[RunningDaemon] = []
+
+    async def start(**settings: Any) -> RunningDaemon:
+        fields: dict[str, Any] = {
+            "listen": "tcp:0:interface=127.0.0.1",
+            "database": str(tmp_path / "camproxy.db"),
+            "secret_key": "test-secret",
+        }
+        fields.update(settings)
+        config = Config(**fields)
+        service = build_service(config, reactor)
+        service.startService()
+        port = await listening_port(service)
+        running = RunningDaemon(service, port.getHost().port, config)
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        await defer.maybeDeferred(running.service.stopService)
+
+
+async def wait_until(reactor: Any, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Poll a condition that has no event to wait on (e.g. another process's state)."""
+    deadline = reactor.seconds() + timeout
+    while not predicate():
+        if reactor.seconds() > deadline:
+            raise TimeoutError("condition not met in time")
+        await task.deferLater(reactor, 0.01, lambda: None)

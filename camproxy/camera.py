@@ -68,7 +68,7 @@ class CameraProtocol(WebSocketClientProtocol):
 
 
 class CameraFactory(WebSocketClientFactory):
-    protocol = CameraProtocol
+    protocol = CameraProtocol  # type: ignore[assignment]
 
     def __init__(self, link: CameraLink, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -162,7 +162,5 @@ class CameraLink:
             self.complain(f"camera connection failed: {reason or 'no reason given'}")
             return
         self._protocol = None
-        self.log.warn(
-            "camera link closed (code={code}, reason={reason})", code=code, reason=reason
-        )
+        self.log.warn("camera link closed (code={code}, reason={reason})", code=code, reason=reason)
         self.hub.camera_disconnected()

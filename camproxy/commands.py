@@ -57,9 +57,7 @@ def command_from_fields(kind: str, data: Mapping[str, object], limits: Limits) -
     if kind == "servo_command":
         direction = data.get("command")
         if not isinstance(direction, str) or direction not in DIRECTIONS:
-            raise InvalidCommand(
-                "field 'command' must be one of " + ", ".join(sorted(DIRECTIONS))
-            )
+            raise InvalidCommand("field 'command' must be one of " + ", ".join(sorted(DIRECTIONS)))
         return ServoCommand(direction)
     if kind == "position_command":
         x, y = _int_field(data, "x"), _int_field(data, "y")

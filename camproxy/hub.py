@@ -16,7 +16,7 @@ import attrs
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
-from zope.interface import Attribute, Interface, implementer
+from zope.interface import Attribute, Interface
 
 from camproxy import firmware
 from camproxy.commands import (
@@ -46,7 +46,7 @@ class Frame:
 
     def encoded(self, key: str, encode: Callable[[bytes], T]) -> T:
         try:
-            return self._encodings[key]  # type: ignore[no-any-return]
+            return self._encodings[key]
         except KeyError:
             value = self._encodings[key] = encode(self.data)
             return value
@@ -55,10 +55,10 @@ class Frame:
 class IViewer(Interface):
     """Something that receives a camera's frames and events: a browser, an MJPEG client."""
 
-    def send_frame(frame: Frame) -> None:
+    def send_frame(self: Frame) -> None:
         """Deliver a frame, or keep it as the newest while the transport is busy."""
 
-    def send_event(message: str) -> None:
+    def send_event(self: str) -> None:
         """Deliver one JSON text event (already encoded once for all viewers)."""
 
 
@@ -67,7 +67,7 @@ class IRequester(Interface):
 
     may_control = Attribute("bool: whether this requester may move the camera or light")
 
-    def command_refused(reason: str) -> None:
+    def command_refused(self: str) -> None:
         """The command was not carried out; tell the requester why."""
 
 
@@ -80,7 +80,7 @@ class ICameraLink(Interface):
     def close() -> None:
         """Disconnect and stop reconnecting."""
 
-    def send_text(text: str) -> None:
+    def send_text(self: str) -> None:
         """Send one text message to the camera; dropped if not connected."""
 
 

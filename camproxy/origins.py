@@ -61,4 +61,3 @@ class OriginPolicy:
 
 def is_valid_origin(origin: str) -> bool:
     return normalize_origin(origin) is not None
-

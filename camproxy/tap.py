@@ -117,7 +117,7 @@ class DemoCameraService(Service):
 def endpoint_or_exit(reactor: Any, description: str) -> Any:
     try:
         return serverFromString(reactor, description)
-    except Exception as problem:  # noqa: BLE001 - the parser raises many kinds
+    except Exception as problem:
         raise SystemExit(
             f"camproxy: error: invalid --listen endpoint {description!r}: {problem}"
         ) from None

@@ -16,7 +16,7 @@ from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerPr
 from autobahn.websocket.protocol import ConnectionRequest, PreparedMessage
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IPushProducer, IReactorTime, ISSLTransport
+from twisted.internet.interfaces import IConsumer, IPushProducer, IReactorTime, ISSLTransport
 from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
@@ -49,7 +49,7 @@ class ViewerIdentity:
 class IHandshakeGate(Interface):
     """Decides whether a WebSocket upgrade request may become a viewer."""
 
-    def admit(request: ConnectionRequest, secure: bool) -> Deferred[ViewerIdentity]:
+    def admit(self: ConnectionRequest, secure: bool) -> Deferred[ViewerIdentity]:
         """Fire with the viewer's identity, or fail with ``ConnectionDeny(403)``."""
 
 
@@ -65,7 +65,9 @@ class OpenGate:
         self._origins = origins
 
     def admit(self, request: ConnectionRequest, secure: bool) -> Deferred[ViewerIdentity]:
-        if not self._origins.allows(request.headers.get("origin"), request.headers.get("host"), secure):
+        if not self._origins.allows(
+            request.headers.get("origin"), request.headers.get("host"), secure
+        ):
             raise forbidden("origin not allowed")
         return succeed(ViewerIdentity(user=None))
 
@@ -87,7 +89,7 @@ class ViewerProtocol(WebSocketServerProtocol):
 
     # -- handshake and lifetime ---------------------------------------------
 
-    def onConnect(self, request: ConnectionRequest) -> Deferred[None]:
+    def onConnect(self, request: ConnectionRequest) -> Deferred[None]:  # type: ignore[override]
         secure = ISSLTransport.providedBy(self.transport)
         admitted = self.factory.gate.admit(request, secure)
 
@@ -98,8 +100,10 @@ class ViewerProtocol(WebSocketServerProtocol):
 
     def onOpen(self) -> None:
         # Twisted Web's channel was the transport's producer; we are now.
-        self.transport.unregisterProducer()
-        self.transport.registerProducer(self, True)
+        transport = self.transport
+        assert IConsumer.providedBy(transport)
+        transport.unregisterProducer()
+        transport.registerProducer(self, True)
         self._commands = TokenBucket(self.factory.clock, rate=20.0, burst=40.0)
         assert self.identity is not None
         hub = self.factory.hub
@@ -198,7 +202,7 @@ class ViewerProtocol(WebSocketServerProtocol):
 class ViewerFactory(WebSocketServerFactory):
     """Builds viewer protocols for one camera hub and remembers the open ones."""
 
-    protocol = ViewerProtocol
+    protocol = ViewerProtocol  # type: ignore[assignment]
 
     def __init__(self, hub: CameraHub, gate: IHandshakeGate, clock: IReactorTime, **kw: Any):
         super().__init__(**kw)

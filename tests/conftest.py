@@ -16,7 +16,6 @@ from camproxy.hub import CameraHub
 from camproxy.tap import build_service, listening_port
 
 
-
 @pytest.fixture
 def reactor() -> Any:
     from twisted.internet import reactor as global_reactor
@@ -32,7 +31,7 @@ class RunningDaemon:
 
     @property
     def hub(self) -> CameraHub:
-        return self.service.getServiceNamed("camera").hub  # type: ignore[attr-defined,no-any-return]
+        return self.service.getServiceNamed("camera").hub
 
     @property
     def url(self) -> str:

@@ -88,8 +88,12 @@ json_values = st.recursive(
                     ["servo_command", "position_command", "get_position", "light_command", "x"]
                 )
             },
-            optional={"command": json_values, "x": json_values, "y": json_values,
-                      "state": json_values},
+            optional={
+                "command": json_values,
+                "x": json_values,
+                "y": json_values,
+                "state": json_values,
+            },
         ).map(json.dumps),
     )
 )
@@ -116,9 +120,9 @@ def test_camera_text_parser_never_raises(text: str) -> None:
 
 def test_camera_messages() -> None:
     assert firmware.parse_camera_text('{"x":90,"y":45}') == firmware.Position(90, 45)
-    assert firmware.parse_camera_text(
-        '{"min_x":0,"max_x":180,"min_y":0,"max_y":90}'
-    ) == Limits(0, 180, 0, 90)
+    assert firmware.parse_camera_text('{"min_x":0,"max_x":180,"min_y":0,"max_y":90}') == Limits(
+        0, 180, 0, 90
+    )
     assert firmware.parse_camera_text('{"client_count":2}') == firmware.ClientCount(2)
     assert firmware.parse_camera_text("Position out of bounds") == firmware.OutOfBounds()
     assert isinstance(firmware.parse_camera_text('{"x":true,"y":1}'), firmware.Unrecognized)

@@ -26,16 +26,14 @@ async def get_json(url: str) -> tuple[int, Any]:
 
 async def handshake_status(port: int, headers: dict[str, str]) -> int:
     """Status of a WebSocket upgrade request that is expected to be refused."""
-    upgrade = {
+    upgrade: dict[bytes | str, bytes | str] = {
         "Upgrade": "websocket",
         "Connection": "Upgrade",
         "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
         "Sec-WebSocket-Version": "13",
     }
     upgrade.update(headers)
-    response = await treq.get(
-        f"http://127.0.0.1:{port}/ws", headers={k: [v] for k, v in upgrade.items()}
-    )
+    response = await treq.get(f"http://127.0.0.1:{port}/ws", headers=upgrade)
     await response.content()
     return int(response.code)
 
@@ -177,9 +175,7 @@ async def test_camera_drops_and_returns(
     await viewer.wait_frames(1)
     camera.camera.drop_all()
     await viewer.wait_event("camera_status", esp32_connected=False)
-    await viewer.wait_for(
-        lambda v: v.of_type("camera_status")[-1]["esp32_connected"] is True
-    )
+    await viewer.wait_for(lambda v: v.of_type("camera_status")[-1]["esp32_connected"] is True)
     await viewer.wait_frames(3)
     await close_viewer(viewer)
 
@@ -212,7 +208,7 @@ async def test_idle_close_and_reopen_by_next_viewer(
     await close_viewer(viewer)
     await wait_until(reactor, lambda: not daemon.hub.link_open and not daemon.hub.connected)
     await wait_until(reactor, lambda: len(camera.camera.clients) == 0)
-    code, health = await get_json(daemon.url + "/health")
+    _code, health = await get_json(daemon.url + "/health")
     assert health["status"] == "healthy"
     viewer = await connect_viewer(reactor, daemon.port)
     await viewer.wait_frames(2)

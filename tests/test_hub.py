@@ -22,26 +22,26 @@ def make_hub(
 
 
 def test_fakes_provide_the_interfaces() -> None:
-    _, hub, link = make_hub()
+    _, _hub, link = make_hub()
     assert verifyObject(ICameraLink, link)
     assert verifyObject(IViewer, FakeViewer())
     assert verifyObject(IRequester, FakeViewer())
 
 
 def test_connects_at_start_and_asks_limits_and_position() -> None:
-    _, hub, link = make_hub()
+    _, _hub, link = make_hub()
     assert link.is_open
     assert link.sent[:2] == ["get_limits", "get_pos"]
 
 
 def test_no_getframe_without_viewers() -> None:
-    clock, hub, link = make_hub()
+    clock, _hub, link = make_hub()
     clock.advance(10)
     assert link.count("getframe") == 0
 
 
 def test_first_viewer_gets_a_frame_requested_at_once() -> None:
-    clock, hub, link = make_hub()
+    _clock, hub, link = make_hub()
     hub.attach(FakeViewer())
     assert link.count("getframe") == 1
 
@@ -98,7 +98,7 @@ def test_request_rate_never_exceeds_max_fps_with_an_instant_camera() -> None:
 
 
 def test_frames_fan_out_once_each_to_every_viewer() -> None:
-    clock, hub, link = make_hub()
+    _clock, hub, _link = make_hub()
     viewers = [FakeViewer() for _ in range(3)]
     for viewer in viewers:
         hub.attach(viewer)
@@ -109,7 +109,7 @@ def test_frames_fan_out_once_each_to_every_viewer() -> None:
 
 
 def test_invalid_frames_never_reach_viewers() -> None:
-    clock, hub, link = make_hub()
+    _clock, hub, _link = make_hub()
     viewer = FakeViewer()
     hub.attach(viewer)
     for bad in (b"", b"\xff\xd8\xff", b"GIF89a", JPEG[:-1], b"\x00" + JPEG):
@@ -119,7 +119,7 @@ def test_invalid_frames_never_reach_viewers() -> None:
 
 
 def test_client_count_goes_to_everyone_on_change() -> None:
-    clock, hub, link = make_hub()
+    _clock, hub, _link = make_hub()
     first, second = FakeViewer(), FakeViewer()
     hub.attach(first)
     hub.attach(second)
@@ -148,7 +148,7 @@ def test_idle_close_zero_keeps_the_link() -> None:
 
 
 def test_link_idle_closes_after_start_without_viewers() -> None:
-    clock, hub, link = make_hub(idle_close=5)
+    clock, _hub, link = make_hub(idle_close=5)
     clock.advance(5)
     assert not link.is_open
 
@@ -162,7 +162,7 @@ def test_viewer_returning_cancels_idle_close() -> None:
 
 
 def test_camera_status_broadcast() -> None:
-    clock, hub, link = make_hub(connect=False)
+    _clock, hub, link = make_hub(connect=False)
     viewer = FakeViewer()
     hub.attach(viewer)
     link.connect()
@@ -195,7 +195,7 @@ def test_commands_translate_to_firmware_dialect() -> None:
 
 
 def test_commands_refused_while_camera_down() -> None:
-    clock, hub, link = make_hub(connect=False)
+    _clock, hub, link = make_hub(connect=False)
     viewer = FakeViewer()
     hub.attach(viewer)
     assert not hub.execute(ServoCommand("up"), viewer)
@@ -204,7 +204,7 @@ def test_commands_refused_while_camera_down() -> None:
 
 
 def test_viewer_without_control_is_refused_but_may_ask_position() -> None:
-    clock, hub, link = make_hub()
+    _clock, hub, link = make_hub()
     watcher = FakeViewer(may_control=False)
     hub.attach(watcher)
     assert not hub.execute(ServoCommand("up"), watcher)
@@ -215,7 +215,7 @@ def test_viewer_without_control_is_refused_but_may_ask_position() -> None:
 
 
 def test_out_of_bounds_goes_to_the_requester_only() -> None:
-    clock, hub, link = make_hub()
+    _clock, hub, _link = make_hub()
     mover, other = FakeViewer(), FakeViewer()
     hub.attach(mover)
     hub.attach(other)
@@ -226,7 +226,7 @@ def test_out_of_bounds_goes_to_the_requester_only() -> None:
 
 
 def test_position_and_limits_from_camera() -> None:
-    clock, hub, link = make_hub()
+    _clock, hub, _link = make_hub()
     viewer = FakeViewer()
     hub.attach(viewer)
     hub.text_received('{"min_x":10,"max_x":170,"min_y":5,"max_y":85}')
@@ -238,7 +238,7 @@ def test_position_and_limits_from_camera() -> None:
 
 
 def test_a_failing_viewer_does_not_stop_the_others() -> None:
-    clock, hub, link = make_hub()
+    _clock, hub, _link = make_hub()
 
     class Broken(FakeViewer):
         def send_frame(self, frame: object) -> None:
@@ -259,11 +259,11 @@ def test_next_frame_wakes_an_idle_link_and_fires() -> None:
     waiting = hub.next_frame()
     assert link.is_open and link.count("getframe") == 1
     hub.frame_received(JPEG)
-    assert waiting.result.data == JPEG  # type: ignore[attr-defined]
+    assert waiting.result.data == JPEG
 
 
 def test_stop_leaves_no_timers() -> None:
-    clock, hub, link = make_hub(idle_close=5)
+    clock, hub, _link = make_hub(idle_close=5)
     hub.attach(FakeViewer())
     hub.execute(PositionCommand(1, 1), FakeViewer())
     hub.stop()

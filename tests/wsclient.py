@@ -75,7 +75,7 @@ class RecordingViewer(WebSocketClientProtocol):
 
 
 class RecordingFactory(WebSocketClientFactory):
-    protocol = RecordingViewer
+    protocol = RecordingViewer  # type: ignore[assignment]
 
 
 async def connect_viewer(
@@ -87,7 +87,8 @@ async def connect_viewer(
     )
     factory.setProtocolOptions(failByDrop=False, openHandshakeTimeout=10)
     endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
-    viewer: RecordingViewer = await endpoint.connect(factory)
+    viewer = await endpoint.connect(factory)
+    assert isinstance(viewer, RecordingViewer)
     return await viewer.opened
 
 

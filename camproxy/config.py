@@ -19,6 +19,8 @@ from hyperlink import URL
 from camproxy.origins import is_valid_origin
 
 DEFAULT_PORT = "5000"
+DEFAULT_CAMERA_URL = "ws://192.168.1.100:80/ws"
+DEFAULT_DATABASE = "robocam.db"
 DEFAULT_HOST = "0.0.0.0"  # noqa: S104 - a camera proxy serves its LAN by default
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL")
 
@@ -32,8 +34,8 @@ class Config:
     """Every setting of one CamProxy daemon."""
 
     listen: str = f"tcp:{DEFAULT_PORT}:interface={DEFAULT_HOST}"
-    camera_url: str = "ws://192.168.1.100:80/ws"
-    database: str = "robocam.db"
+    camera_url: str = DEFAULT_CAMERA_URL
+    database: str = DEFAULT_DATABASE
     allowed_origins: tuple[str, ...] = ()
     max_fps: float = 10.0
     idle_close: float = 30.0
@@ -120,7 +122,7 @@ def build_config(options: Mapping[str, object], env: Mapping[str, str]) -> Confi
             raise ConfigError(f"PORT must be a port number, not {port!r}")
         listen = f"tcp:{port}:interface={_escape_endpoint(host)}"
 
-    camera = pick("camera", None) or camera_url_from_env(env) or Config.camera_url
+    camera = pick("camera", None) or camera_url_from_env(env) or DEFAULT_CAMERA_URL
     check_camera_url(camera)
 
     database_option = pick("database", None)
@@ -132,7 +134,7 @@ def build_config(options: Mapping[str, object], env: Mapping[str, str]) -> Confi
         except ValueError as problem:
             raise ConfigError(str(problem)) from None
     else:
-        database = Config.database
+        database = DEFAULT_DATABASE
 
     origins: list[str] = list(_strings(options.get("allowed-origin")))
     if not origins and env.get("ALLOWED_ORIGINS"):

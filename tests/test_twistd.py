@@ -1,0 +1,106 @@
+"""``twistd camproxy`` as a user runs it: real processes on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+
+from tests.processes import BIN, REPO, free_port, running, twistd, wait_for_health
+from tests.wsclient import close_viewer, connect_viewer
+
+
+def run_briefly(
+    argv: list[str], env: dict[str, str], cwd: Path
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        argv, env={**os.environ, **env}, cwd=cwd, capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "fragment"),
+    [
+        (["--bogus"], {"SECRET_KEY": "k"}, "--bogus"),
+        (["--max-fps", "fast"], {"SECRET_KEY": "k"}, "max-fps must be a number"),
+        (["--listen", "nonsense:1"], {"SECRET_KEY": "k"}, "invalid --listen endpoint"),
+        ([], {}, "SECRET_KEY"),
+    ],
+)
+def test_bad_configuration_is_one_line_and_exit_1(
+    args: list[str], env: dict[str, str], fragment: str, tmp_path: Path
+) -> None:
+    clean_env = {"SECRET_KEY": "", **env}
+    result = run_briefly(twistd(*args), clean_env, tmp_path)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert fragment in lines[0]
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+@pytest_twisted.ensureDeferred
+async def test_demo_serves_health_and_frames_and_moves(reactor: Any, tmp_path: Path) -> None:
+    port = free_port()
+    with running(
+        twistd("--demo", "--listen", f"tcp:{port}:interface=127.0.0.1", "--max-fps", "20"),
+        cwd=tmp_path,
+    ) as daemon:
+        health = wait_for_health(port, daemon)
+        assert health["status"] == "healthy"
+        viewer = await connect_viewer(reactor, port)
+        await viewer.wait_frames(10)
+        assert all(f[:2] == b"\xff\xd8" and f[-2:] == b"\xff\xd9" for f in viewer.frames)
+        await viewer.wait_event("position_update")
+        before = viewer.frames[-1]
+        viewer.send_json({"type": "servo_command", "command": "left"})
+        await viewer.wait_event("position_update", x=100, y=45)
+        await viewer.wait_frames(2)
+        assert viewer.frames[-1] != before
+        await close_viewer(viewer)
+
+
+def test_tac_file_runs_the_same_service(tmp_path: Path) -> None:
+    port = free_port()
+    (tmp_path / ".env").write_text(f"PORT={port}\nHOST=127.0.0.1\nCAMPROXY_DEMO=1\n")
+    with running(
+        [str(BIN / "twistd"), "-n", "--pidfile=", "-y", str(REPO / "camproxy.tac")],
+        cwd=tmp_path,
+    ) as daemon:
+        health = wait_for_health(port, daemon)
+    assert health["status"] == "healthy"
+
+
+@pytest.mark.slow
+def test_pip_install_gives_a_working_plugin(tmp_path: Path) -> None:
+    """A fresh venv with ``pip install .`` finds the plugin and ships the web assets."""
+    venv = tmp_path / "venv"
+    subprocess.run(["python3", "-m", "venv", str(venv)], check=True)
+    pip = [str(venv / "bin" / "pip"), "install", "-q", str(REPO)]
+    subprocess.run(pip, check=True, cwd=tmp_path)
+    probe = (
+        "from twisted.plugin import getPlugins\n"
+        "from twisted.application.service import IServiceMaker\n"
+        "from camproxy.assets import asset_directory\n"
+        "names = [p.tapname for p in getPlugins(IServiceMaker)]\n"
+        "assert 'camproxy' in names, names\n"
+        "assert (asset_directory('templates') / 'index.html').is_file()\n"
+        "assert (asset_directory('static') / 'css' / 'style.css').is_file()\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", probe], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert result.stdout.strip() == "ok", result.stderr
+    help_text = subprocess.run(
+        [str(venv / "bin" / "twistd"), "camproxy", "--help"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert "--max-fps" in help_text.stdout
+    assert (venv / "bin" / "camproxy").exists()

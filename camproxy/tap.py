@@ -67,11 +67,12 @@ class Options(usage.Options):
 
 
 class CameraService(Service):
-    """One camera: its hub and its link, started and stopped together."""
+    """One camera: its hub, its link and its viewers, started and stopped together."""
 
-    def __init__(self, hub: CameraHub, link: CameraLink) -> None:
+    def __init__(self, hub: CameraHub, link: CameraLink, viewers: ViewerFactory) -> None:
         self.hub = hub
         self.link = link
+        self.viewers = viewers
 
     def startService(self) -> None:
         super().startService()
@@ -147,12 +148,12 @@ def build_service(config: Config, reactor: Any) -> MultiService:
         )
     else:
         link = CameraLink(reactor, hub, settings)
-    camera = CameraService(hub, link)
+    gate = OpenGate(OriginPolicy(config.allowed_origins))
+    viewers = ViewerFactory(hub, gate, reactor, reactor=reactor)
+    camera = CameraService(hub, link, viewers)
     camera.setName("camera")
     camera.setServiceParent(top)
 
-    gate = OpenGate(OriginPolicy(config.allowed_origins))
-    viewers = ViewerFactory(hub, gate, reactor, reactor=reactor)
     web = CamProxyWeb(hub)
     root = SiteRoot(web.app.resource(), WebSocketResource(viewers))
     site = Site(root)

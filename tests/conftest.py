@@ -13,6 +13,7 @@ from twisted.internet import defer, task
 
 from camproxy.config import Config
 from camproxy.hub import CameraHub
+from camproxy.viewers import ViewerFactory
 from camproxy.tap import build_service, listening_port
 
 
@@ -32,6 +33,10 @@ class RunningDaemon:
     @property
     def hub(self) -> CameraHub:
         return self.service.getServiceNamed("camera").hub
+
+    @property
+    def viewers(self) -> ViewerFactory:
+        return self.service.getServiceNamed("camera").viewers  # type: ignore[attr-defined,no-any-return]
 
     @property
     def url(self) -> str:

@@ -13,8 +13,8 @@ from twisted.internet import defer, task
 
 from camproxy.config import Config
 from camproxy.hub import CameraHub
-from camproxy.viewers import ViewerFactory
 from camproxy.tap import build_service, listening_port
+from camproxy.viewers import ViewerFactory
 
 
 @pytest.fixture

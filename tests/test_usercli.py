@@ -1,0 +1,243 @@
+"""``camproxy user ...`` (camproxy.usercli) run as a real process, as an admin would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+import pytest_twisted
+from twisted.internet.task import Clock
+
+from camproxy import usercli
+from camproxy.accounts import User, UserStore
+from camproxy.db import Database
+from camproxy.passwords import BcryptHasher
+from camproxy.sessions import SessionStore
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+PASSWORD = "password1"
+
+
+@attrs.frozen
+class Result:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def error_line(self) -> str:
+        """The one line a refusal prints; fails the test if there is not exactly one."""
+        lines = self.err.splitlines()
+        assert len(lines) == 1, self.err
+        assert lines[0].startswith("camproxy user: ")
+        return lines[0]
+
+
+def camproxy(
+    cwd: Path,
+    *args: str,
+    stdin: str = "",
+    env: dict[str, str] | None = None,
+    detached: bool = False,
+) -> Result:
+    """Run ``camproxy ARGS`` (through ``python -m camproxy.usercli``) in ``cwd``.
+
+    ``detached`` runs it without a controlling terminal, so getpass reads standard input.
+    """
+    environ = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    environ["PYTHONPATH"] = os.pathsep.join(
+        [str(REPOSITORY), *filter(None, [environ.get("PYTHONPATH")])]
+    )
+    environ.update(env or {})
+    done = subprocess.run(
+        [sys.executable, "-m", "camproxy.usercli", *args],
+        cwd=cwd,
+        env=environ,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        start_new_session=detached,
+        check=False,
+    )
+    return Result(done.returncode, done.stdout, done.stderr)
+
+
+@attrs.frozen
+class Daemon:
+    """The database as a running daemon holds it, with users made at test speed."""
+
+    path: Path
+    users: UserStore
+    sessions: SessionStore
+    root: User
+    alice: User
+
+    def user(self, *args: str, stdin: str = "") -> Result:
+        return camproxy(self.path.parent, "user", *args, "--database", str(self.path), stdin=stdin)
+
+
+@pytest_twisted.async_yield_fixture
+async def daemon(reactor: Any, tmp_path: Path) -> AsyncIterator[Daemon]:
+    path = tmp_path / "robocam.db"
+    db = await Database.open(reactor, str(path))
+    clock = Clock()
+    users = UserStore(db, BcryptHasher(reactor, rounds=4), clock)
+    root = await users.add("root", PASSWORD, admin=True)
+    alice = await users.add("alice", PASSWORD)
+    yield Daemon(path, users, SessionStore(db, clock), root, alice)
+    db.close()
+
+
+def test_add_and_list(tmp_path: Path) -> None:
+    db = ["--database", str(tmp_path / "new.db")]
+    added = camproxy(
+        tmp_path, "user", "add", "Root", "--admin", "--password-stdin", *db, stdin="rootroot\n"
+    )
+    assert (added.code, added.out, added.err) == (0, "created admin 'Root'\n", "")
+
+    again = camproxy(tmp_path, "user", "add", "root", "--password-stdin", *db, stdin="pw123456\n")
+    assert again.code == 1
+    assert "'Root' exists already" in again.error_line
+
+    short = camproxy(tmp_path, "user", "add", "bob", "--password-stdin", *db, stdin="short\n")
+    assert short.code == 1
+    assert "at least 8 characters" in short.error_line
+
+    listed = camproxy(tmp_path, "user", *db, "list")
+    assert listed.code == 0
+    assert listed.out.splitlines() == [
+        "NAME  ADMIN  ACTIVE  CONTROL  LAST LOGIN",
+        "Root  yes    yes     yes      never",
+    ]
+
+
+def test_usage_error_exits_2(tmp_path: Path) -> None:
+    result = camproxy(tmp_path, "user", "add")
+    assert result.code == 2
+    assert "usage:" in result.err
+    assert not (tmp_path / "robocam.db").exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["user"],
+        ["user", "add"],
+        ["user", "frobnicate", "alice"],
+        ["user", "list", "extra"],
+        ["user", "passwd", "alice", "--password"],
+        ["user", "delete"],
+    ],
+)
+def test_usage_errors(argv: Sequence[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stop:
+        usercli.main(argv)
+    assert stop.value.code == 2
+    assert "usage: camproxy" in capsys.readouterr().err
+
+
+@pytest_twisted.ensureDeferred
+async def test_commands_change_the_user(daemon: Daemon) -> None:
+    steps = [
+        ("disable", "disabled 'alice' and ended the user's sessions", {"active": False}),
+        ("enable", "enabled 'alice'", {"active": True}),
+        ("promote", "'alice' is now an admin", {"is_admin": True}),
+        (
+            "nocontrol",
+            "'alice' may not control the camera once no longer an admin (admins always may)",
+            {"can_control": False},
+        ),
+        ("demote", "'alice' is no longer an admin", {"is_admin": False}),
+        ("control", "'alice' may control the camera", {"can_control": True}),
+    ]
+    for command, said, changed in steps:
+        result = daemon.user(command, "ALICE")
+        assert (result.code, result.out, result.err) == (0, said + "\n", "")
+        alice = await daemon.users.get("alice")
+        assert alice is not None
+        assert {name: getattr(alice, name) for name in changed} == changed
+
+    deleted = daemon.user("delete", "Alice")
+    assert (deleted.code, deleted.out) == (0, "deleted 'alice' and the user's sessions\n")
+    assert await daemon.users.get("alice") is None
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "message"),
+    [
+        (["demote", "root"], "", "last active admin"),
+        (["passwd", "nobody", "--password-stdin"], "new password\n", "no user named 'nobody'"),
+        (["add", "bad name", "--password-stdin"], "new password\n", "invalid user name"),
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_refusals_exit_1_with_one_line(
+    daemon: Daemon, args: list[str], stdin: str, message: str
+) -> None:
+    result = daemon.user(*args, stdin=stdin)
+    assert result.code == 1
+    assert message in result.error_line
+    assert result.out == ""
+    root = await daemon.users.get("root")
+    assert root is not None and root.is_admin
+
+
+@pytest_twisted.ensureDeferred
+async def test_passwd_disable_delete_end_sessions_of_a_running_daemon(daemon: Daemon) -> None:
+    sessions = daemon.sessions
+    roots = await sessions.create(daemon.root.id)
+    first = await sessions.create(daemon.alice.id)
+
+    assert daemon.user("passwd", "alice", "--password-stdin", stdin="new password\n").code == 0
+    assert await sessions.alive([first, roots]) == {roots}
+    assert await daemon.users.authenticate("alice", "new password") is not None
+
+    second = await sessions.create(daemon.alice.id)
+    assert daemon.user("disable", "alice").code == 0
+    assert await sessions.alive([second, roots]) == {roots}
+
+    assert daemon.user("enable", "alice").code == 0
+    third = await sessions.create(daemon.alice.id)
+    assert daemon.user("delete", "alice").code == 0
+    assert await sessions.alive([third, roots]) == {roots}
+
+
+def test_database_is_found_as_the_daemon_finds_it(tmp_path: Path) -> None:
+    assert camproxy(tmp_path, "user", "list").code == 0
+    assert (tmp_path / "robocam.db").exists()
+
+    (tmp_path / ".env").write_text("DATABASE_URL=sqlite:///from-dotenv.db\n")
+    assert camproxy(tmp_path, "user", "list").code == 0
+    assert (tmp_path / "from-dotenv.db").exists()
+
+    absolute = tmp_path / "data" / "from-env.db"
+    absolute.parent.mkdir()
+    env = {"DATABASE_URL": f"sqlite:///{absolute}"}
+    assert camproxy(tmp_path, "user", "list", env=env).code == 0
+    assert absolute.exists()
+
+    bad = camproxy(tmp_path, "user", "list", env={"DATABASE_URL": "postgresql://db/camproxy"})
+    assert bad.code == 1
+    assert "DATABASE_URL" in bad.error_line
+
+
+def test_password_is_asked_twice(tmp_path: Path) -> None:
+    db = ["--database", str(tmp_path / "prompt.db")]
+    mismatch = camproxy(
+        tmp_path, "user", "add", "alice", *db, stdin="password1\npassword2\n", detached=True
+    )
+    assert mismatch.code == 1
+    assert mismatch.err.splitlines()[-1] == "camproxy user: the passwords do not match"
+
+    matched = camproxy(
+        tmp_path, "user", "add", "alice", *db, stdin="password1\npassword1\n", detached=True
+    )
+    assert (matched.code, matched.out) == (0, "created user 'alice'\n")

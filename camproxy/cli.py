@@ -18,8 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Manage CamProxy. Run the daemon itself with: twistd -n camproxy [options]",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    user = commands.add_parser("user", help="manage user accounts")
-    add_user_commands(user.add_subparsers(dest="user_command", metavar="ACTION", required=True))
+    add_user_commands(commands)
     demo = commands.add_parser(
         "democam", help="run the emulated RoboCam camera alone (for testing any client)"
     )

@@ -4,8 +4,8 @@ bcrypt reads at most 72 bytes of a password; bcrypt 5 raises for longer ones whe
 older versions silently ignored the rest. CamProxy therefore refuses *new* passwords
 over 72 UTF-8 bytes (``check_new_password`` raises ``BadPassword``), and at login a
 longer password simply does not match (``verify`` gives False, never an exception).
-New passwords need at least 8 characters; hashes made before that rule (the Flask
-version had none) still verify, so old short passwords keep working until changed.
+Any non-empty password is accepted: who runs a lab camera decides how strong its
+passwords must be (the admin page recommends 8 characters or more).
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.threads import deferToThreadPool
 from zope.interface import Interface, implementer
 
-MIN_PASSWORD_CHARS: Final = 8
+#: Recommended, not enforced: the operator of a lab camera decides (see README).
+RECOMMENDED_PASSWORD_CHARS: Final = 8
 MAX_PASSWORD_BYTES: Final = 72
 DEFAULT_ROUNDS: Final = 12
 
@@ -45,8 +46,6 @@ def check_new_password(password: str) -> None:
     """Raise ``BadPassword`` unless ``password`` may be set as a new password."""
     if not password:
         raise BadPassword("the password must not be empty")
-    if len(password) < MIN_PASSWORD_CHARS:
-        raise BadPassword(f"the password must have at least {MIN_PASSWORD_CHARS} characters")
     try:
         size = len(password.encode("utf-8"))
     except UnicodeEncodeError:

@@ -266,6 +266,17 @@ def _transaction(
         cursor.close()
 
 
+def check_not_in_use(path: str) -> None:
+    """Fail with ``DatabaseInUse`` if a live daemon holds ``path``'s lock right now.
+
+    A probe only: the daemon takes the lock itself when it starts (after twistd has
+    daemonized, so the lock names the process that keeps running).
+    """
+    if path == MEMORY:
+        return
+    _claim(path).unlock()
+
+
 def _claim(path: str) -> FilesystemLock:
     lock_path = os.path.realpath(path) + ".lock"
     lock = FilesystemLock(lock_path)

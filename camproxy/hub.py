@@ -55,10 +55,10 @@ class Frame:
 class IViewer(Interface):
     """Something that receives a camera's frames and events: a browser, an MJPEG client."""
 
-    def send_frame(self: Frame) -> None:
+    def send_frame(frame: Frame) -> None:
         """Deliver a frame, or keep it as the newest while the transport is busy."""
 
-    def send_event(self: str) -> None:
+    def send_event(message: str) -> None:
         """Deliver one JSON text event (already encoded once for all viewers)."""
 
 
@@ -67,7 +67,7 @@ class IRequester(Interface):
 
     may_control = Attribute("bool: whether this requester may move the camera or light")
 
-    def command_refused(self: str) -> None:
+    def command_refused(reason: str) -> None:
         """The command was not carried out; tell the requester why."""
 
 
@@ -80,7 +80,7 @@ class ICameraLink(Interface):
     def close() -> None:
         """Disconnect and stop reconnecting."""
 
-    def send_text(self: str) -> None:
+    def send_text(text: str) -> None:
         """Send one text message to the camera; dropped if not connected."""
 
 
@@ -142,6 +142,7 @@ class CameraHub:
         self._frame_waiters: list[Deferred[Frame]] = []
         self._last_frame_at: float | None = None
         self._request_sent_at: float | None = None
+        self._unanswered = 0
         self._poll_call: IDelayedCall | None = None
         self._idle_call: IDelayedCall | None = None
         self._settle_call: IDelayedCall | None = None
@@ -287,6 +288,12 @@ class CameraHub:
         # and paces the next one, even when it is not a valid JPEG.
         self._last_frame_at = now
         self._request_sent_at = None
+        if self._unanswered:
+            self.log.info(
+                "camera answers again after {count} unanswered getframe requests",
+                count=self._unanswered,
+            )
+            self._unanswered = 0
         if not firmware.is_jpeg(data):
             self.stats.frames_invalid += 1
             self._schedule_poll()
@@ -409,6 +416,13 @@ class CameraHub:
 
     def _request_timed_out_now(self) -> None:
         self.stats.frame_request_timeouts += 1
+        if not self._unanswered:
+            # Once per silence, not once per request: the next frame ends it.
+            self.log.warn(
+                "camera did not answer getframe within {timeout}s; asking again",
+                timeout=self.request_timeout,
+            )
+        self._unanswered += 1
         self._request_sent_at = None
         # Without a frame to pace from, the next request may go at once.
         self._last_frame_at = None

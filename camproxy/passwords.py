@@ -60,14 +60,14 @@ def check_new_password(password: str) -> None:
 class IPasswordHasher(Interface):
     """Turns passwords into stored hashes and checks them, without blocking the reactor."""
 
-    def hash(password: str) -> Deferred[str]:  # noqa: N805 - zope interface method
+    def hash(password: str) -> Deferred[str]:
         """A new salted hash of ``password``.
 
         Fails with ``BadPassword`` for an empty password or one over 72 UTF-8 bytes; the
         other rules for new passwords are ``check_new_password``'s.
         """
 
-    def verify(password: str, hashed: str) -> Deferred[bool]:  # noqa: N805 - zope interface method
+    def verify(password: str, hashed: str) -> Deferred[bool]:
         """Whether ``password`` matches ``hashed``.
 
         Never fails: an empty or over-long password, or a malformed hash, is False.

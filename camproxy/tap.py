@@ -6,6 +6,7 @@ import shutil
 import tempfile
 from typing import Any
 
+import attrs
 from autobahn.twisted.resource import WebSocketResource
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService, Service
@@ -14,12 +15,19 @@ from twisted.internet.endpoints import UNIXClientEndpoint, serverFromString
 from twisted.python import usage
 from twisted.web.server import Site
 
+from camproxy.accountservice import AccountsService
+from camproxy.assets import asset_directory
 from camproxy.camera import CameraLink, CameraSettings
 from camproxy.config import Config, ConfigError, build_config, read_environment
+from camproxy.csrf import CsrfTokens
+from camproxy.db import DatabaseInUse, check_not_in_use
+from camproxy.handshake import SessionGate, SessionWatcher
 from camproxy.hub import CameraHub
 from camproxy.origins import OriginPolicy
-from camproxy.viewers import OpenGate, ViewerFactory
-from camproxy.web import CamProxyWeb, SiteRoot
+from camproxy.passwords import IPasswordHasher
+from camproxy.throttle import LoginThrottle
+from camproxy.viewers import ViewerFactory
+from camproxy.web import CamProxyWeb, SiteRoot, WebDependencies, templates_environment
 
 
 class Options(usage.Options):
@@ -124,10 +132,23 @@ def endpoint_or_exit(reactor: Any, description: str) -> Any:
         ) from None
 
 
-def build_service(config: Config, reactor: Any) -> MultiService:
-    """Build the whole daemon from one :class:`Config`; nothing is global."""
+def build_service(
+    config: Config, reactor: Any, hasher: IPasswordHasher | None = None
+) -> MultiService:
+    """Build the whole daemon from one :class:`Config`; nothing is global.
+
+    ``hasher`` replaces bcrypt (tests use a fast one).
+    """
+    try:
+        check_not_in_use(config.database)
+    except DatabaseInUse as problem:
+        raise SystemExit(f"camproxy: error: {problem}") from None
     top = MultiService()
     top.setName("camproxy")
+
+    accounts = AccountsService(reactor, config, hasher)
+    accounts.setName("accounts")
+    accounts.setServiceParent(top)
 
     hub = CameraHub(
         reactor,
@@ -136,25 +157,46 @@ def build_service(config: Config, reactor: Any) -> MultiService:
         request_timeout=config.frame_timeout,
     )
     settings = CameraSettings(
-        url=config.camera_url, max_frame_bytes=config.max_frame_bytes, ca_file=config.camera_ca
+        url=config.camera_url,
+        max_frame_bytes=config.max_frame_bytes,
+        connect_timeout=config.camera_connect_timeout,
+        ping_interval=config.camera_ping_interval,
+        ping_timeout=config.camera_ping_interval,
+        ca_file=config.camera_ca,
     )
     if config.demo:
         demo = DemoCameraService(reactor)
         demo.setName("democam")
         demo.setServiceParent(top)
-        settings = CameraSettings(url="ws://democam/ws", max_frame_bytes=config.max_frame_bytes)
+        settings = attrs.evolve(settings, url="ws://democam/ws", ca_file=None)
         link = CameraLink(
             reactor, hub, settings, endpoint=UNIXClientEndpoint(reactor, demo.socket_path)
         )
     else:
         link = CameraLink(reactor, hub, settings)
-    gate = OpenGate(OriginPolicy(config.allowed_origins))
-    viewers = ViewerFactory(hub, gate, reactor, reactor=reactor)
+
+    origins = OriginPolicy(config.allowed_origins)
+    viewers = ViewerFactory(hub, SessionGate(accounts, origins), reactor, reactor=reactor)
     camera = CameraService(hub, link, viewers)
     camera.setName("camera")
     camera.setServiceParent(top)
 
-    web = CamProxyWeb(hub)
+    watcher = SessionWatcher(reactor, accounts, viewers)
+    watcher.setServiceParent(top)
+
+    web = CamProxyWeb(
+        WebDependencies(
+            hub=hub,
+            viewers=viewers,
+            accounts=accounts,
+            origins=origins,
+            csrf=CsrfTokens(config.secret_key, reactor),
+            throttle=LoginThrottle(reactor),
+            templates=templates_environment(asset_directory("templates")),
+            static_dir=asset_directory("static"),
+            clock=reactor,
+        )
+    )
     root = SiteRoot(web.app.resource(), WebSocketResource(viewers))
     site = Site(root)
     http = StreamServerEndpointService(endpoint_or_exit(reactor, config.listen), site)

@@ -49,7 +49,7 @@ class ViewerIdentity:
 class IHandshakeGate(Interface):
     """Decides whether a WebSocket upgrade request may become a viewer."""
 
-    def admit(self: ConnectionRequest, secure: bool) -> Deferred[ViewerIdentity]:
+    def admit(request: ConnectionRequest, secure: bool) -> Deferred[ViewerIdentity]:
         """Fire with the viewer's identity, or fail with ``ConnectionDeny(403)``."""
 
 

@@ -11,10 +11,17 @@ import pytest_twisted
 from twisted.application.service import MultiService
 from twisted.internet import defer, task
 
+from camproxy.accounts import User
+from camproxy.accountservice import AccountsService
 from camproxy.config import Config
+from camproxy.handshake import SESSION_COOKIE
 from camproxy.hub import CameraHub
-from camproxy.tap import build_service, listening_port
+from camproxy.passwords import FastHasher
+from camproxy.tap import CameraService, build_service, listening_port
 from camproxy.viewers import ViewerFactory
+from tests.wsclient import RecordingViewer, connect_viewer
+
+PASSWORD = "correct horse battery"
 
 
 @pytest.fixture
@@ -29,14 +36,53 @@ class RunningDaemon:
     service: MultiService
     port: int
     config: Config
+    reactor: Any
+    _sessions: dict[str, str] = attrs.field(factory=dict)
+
+    @property
+    def accounts(self) -> AccountsService:
+        accounts = self.service.getServiceNamed("accounts")
+        assert isinstance(accounts, AccountsService)
+        return accounts
+
+    async def user(
+        self, name: str, password: str = PASSWORD, *, admin: bool = False, control: bool = True
+    ) -> User:
+        """The user ``name``, created on first use."""
+        users = self.accounts.users
+        assert users is not None
+        existing = await users.get(name)
+        if existing is not None:
+            return existing
+        return await users.add(name, password, admin=admin, can_control=control)
+
+    async def session(self, name: str = "viewer", **flags: Any) -> str:
+        """A session id for ``name`` (created without HTTP; login has its own tests)."""
+        if name not in self._sessions:
+            user = await self.user(name, **flags)
+            sessions = self.accounts.sessions
+            assert sessions is not None
+            self._sessions[name] = await sessions.create(user.id)
+        return self._sessions[name]
+
+    async def viewer(
+        self, name: str = "viewer", headers: dict[str, str] | None = None, **flags: Any
+    ) -> RecordingViewer:
+        """A logged-in viewer socket."""
+        cookie = {"Cookie": f"{SESSION_COOKIE}={await self.session(name, **flags)}"}
+        return await connect_viewer(self.reactor, self.port, headers={**cookie, **(headers or {})})
 
     @property
     def hub(self) -> CameraHub:
-        return self.service.getServiceNamed("camera").hub
+        camera = self.service.getServiceNamed("camera")
+        assert isinstance(camera, CameraService)
+        return camera.hub
 
     @property
     def viewers(self) -> ViewerFactory:
-        return self.service.getServiceNamed("camera").viewers  # type: ignore[attr-defined,no-any-return]
+        camera = self.service.getServiceNamed("camera")
+        assert isinstance(camera, CameraService)
+        return camera.viewers
 
     @property
     def url(self) -> str:
@@ -77,7 +123,7 @@ async def daemon_factory(reactor: Any, tmp_path: Any) -> AsyncIterator[Callable[
     """Start whole daemons (build_service) on 127.0.0.1:0; all stopped afterwards."""
     started: list[RunningDaemon] = []
 
-    async def start(**settings: Any) -> RunningDaemon:
+    async def start(hasher: Any = None, **settings: Any) -> RunningDaemon:
         fields: dict[str, Any] = {
             "listen": "tcp:0:interface=127.0.0.1",
             "database": str(tmp_path / "camproxy.db"),
@@ -85,10 +131,11 @@ async def daemon_factory(reactor: Any, tmp_path: Any) -> AsyncIterator[Callable[
         }
         fields.update(settings)
         config = Config(**fields)
-        service = build_service(config, reactor)
+        service = build_service(config, reactor, hasher=hasher or FastHasher())
         service.startService()
         port = await listening_port(service)
-        running = RunningDaemon(service, port.getHost().port, config)
+        running = RunningDaemon(service, port.getHost().port, config, reactor)
+        await running.accounts.when_ready()
         started.append(running)
         return running
 

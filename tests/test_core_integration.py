@@ -11,7 +11,7 @@ import treq
 from PIL import Image
 
 from tests.conftest import wait_until
-from tests.wsclient import close_viewer, connect_viewer
+from tests.wsclient import close_viewer
 
 
 def assert_jpeg(data: bytes) -> None:
@@ -49,7 +49,7 @@ async def test_health_and_hello_with_a_connected_camera(
     assert code == 200
     assert health == {"status": "healthy", "esp32_connected": True, "clients": 0}
 
-    viewer = await connect_viewer(reactor, daemon.port)
+    viewer = await daemon.viewer()
     await viewer.wait_event("client_count", count=1)
     hello = viewer.events[0]
     assert hello["type"] == "hello" and hello["esp32_connected"] is True
@@ -65,7 +65,7 @@ async def test_viewer_gets_valid_jpeg_frames_exactly_as_sent(
 ) -> None:
     camera = await demo_camera_factory(push_frames=False)
     daemon = await daemon_factory(camera_url=camera.url, max_fps=20)
-    viewer = await connect_viewer(reactor, daemon.port)
+    viewer = await daemon.viewer()
     await viewer.wait_frames(5)
     for frame in viewer.frames:
         assert_jpeg(frame)
@@ -79,8 +79,8 @@ async def test_servo_command_moves_the_camera_and_updates_everyone(
 ) -> None:
     camera = await demo_camera_factory()
     daemon = await daemon_factory(camera_url=camera.url)
-    mover = await connect_viewer(reactor, daemon.port)
-    other = await connect_viewer(reactor, daemon.port)
+    mover = await daemon.viewer()
+    other = await daemon.viewer()
     await other.wait_event("position_update")
     mover.send_json({"type": "servo_command", "command": "up"})
     await other.wait_event("position_update", x=90, y=35)
@@ -103,7 +103,7 @@ async def test_bad_messages_get_errors_and_never_reach_the_camera(
 ) -> None:
     camera = await demo_camera_factory()
     daemon = await daemon_factory(camera_url=camera.url)
-    viewer = await connect_viewer(reactor, daemon.port)
+    viewer = await daemon.viewer()
     # The camera's limits are known once its position (asked after them) arrives.
     await viewer.wait_event("position_update")
     before = list(camera.camera.received)
@@ -130,7 +130,7 @@ async def test_oversized_text_closes_with_1009(
 ) -> None:
     camera = await demo_camera_factory()
     daemon = await daemon_factory(camera_url=camera.url)
-    viewer = await connect_viewer(reactor, daemon.port)
+    viewer = await daemon.viewer()
     viewer.sendMessage(b'{"type":"get_position","pad":"' + b"x" * 70000 + b'"}')
     _clean, code, _reason = await viewer.closed
     assert code == 1009
@@ -142,7 +142,7 @@ async def test_silent_camera_requests_are_given_up_and_resent(
 ) -> None:
     camera = await demo_camera_factory(push_frames=False, answer_getframe=False)
     daemon = await daemon_factory(camera_url=camera.url, frame_timeout=0.5)
-    viewer = await connect_viewer(reactor, daemon.port)
+    viewer = await daemon.viewer()
     await wait_until(reactor, lambda: camera.camera.received.count("getframe") >= 3)
     assert viewer.frames == []
     assert daemon.hub.stats.frame_request_timeouts >= 2
@@ -158,7 +158,7 @@ async def test_garbage_from_the_camera_never_reaches_viewers(
     junk = iter([b"\xff\xd8truncated", b"GIF89a....", b"\x00" * 100] * 1000)
     camera = await demo_camera_factory(push_frames=False, frame_source=lambda: next(junk))
     daemon = await daemon_factory(camera_url=camera.url, max_fps=50)
-    viewer = await connect_viewer(reactor, daemon.port)
+    viewer = await daemon.viewer()
     await wait_until(reactor, lambda: daemon.hub.stats.frames_invalid >= 10)
     assert viewer.frames == []
     assert daemon.hub.connected
@@ -171,7 +171,7 @@ async def test_camera_drops_and_returns(
 ) -> None:
     camera = await demo_camera_factory()
     daemon = await daemon_factory(camera_url=camera.url)
-    viewer = await connect_viewer(reactor, daemon.port)
+    viewer = await daemon.viewer()
     await viewer.wait_frames(1)
     camera.camera.drop_all()
     await viewer.wait_event("camera_status", esp32_connected=False)
@@ -186,7 +186,7 @@ async def test_unreachable_camera_degrades_health_and_refuses_commands(
 ) -> None:
     camera = await demo_camera_factory(client_limit=0)
     daemon = await daemon_factory(camera_url=camera.url)
-    viewer = await connect_viewer(reactor, daemon.port)
+    viewer = await daemon.viewer()
     await viewer.wait_event("hello", esp32_connected=False)
     code, health = await get_json(daemon.url + "/health")
     assert (code, health["status"], health["esp32_connected"]) == (200, "degraded", False)
@@ -203,14 +203,14 @@ async def test_idle_close_and_reopen_by_next_viewer(
 ) -> None:
     camera = await demo_camera_factory()
     daemon = await daemon_factory(camera_url=camera.url, idle_close=0.3)
-    viewer = await connect_viewer(reactor, daemon.port)
+    viewer = await daemon.viewer()
     await viewer.wait_frames(1)
     await close_viewer(viewer)
     await wait_until(reactor, lambda: not daemon.hub.link_open and not daemon.hub.connected)
     await wait_until(reactor, lambda: len(camera.camera.clients) == 0)
     _code, health = await get_json(daemon.url + "/health")
     assert health["status"] == "healthy"
-    viewer = await connect_viewer(reactor, daemon.port)
+    viewer = await daemon.viewer()
     await viewer.wait_frames(2)
     await close_viewer(viewer)
 
@@ -227,7 +227,7 @@ async def test_origin_is_checked_at_the_handshake(
     assert await handshake_status(daemon.port, {"Origin": "http://evil.example"}) == 403
     assert await handshake_status(daemon.port, {"Origin": f"https://{host}"}) == 403
     for origin in (f"http://{host}", "https://cam.example.org"):
-        viewer = await connect_viewer(reactor, daemon.port, headers={"Origin": origin})
+        viewer = await daemon.viewer(headers={"Origin": origin})
         await close_viewer(viewer)
 
 

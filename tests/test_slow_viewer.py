@@ -11,10 +11,11 @@ import pytest
 import pytest_twisted
 from twisted.internet import task, threads
 
-from tests.wsclient import close_viewer, connect_viewer
+from camproxy.handshake import SESSION_COOKIE
+from tests.wsclient import close_viewer
 
 
-def open_stalled_viewer(port: int) -> socket.socket:
+def open_stalled_viewer(port: int, cookie: str) -> socket.socket:
     """A raw WebSocket client with a tiny receive window that never reads after the handshake."""
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -23,7 +24,7 @@ def open_stalled_viewer(port: int) -> socket.socket:
     sock.sendall(
         (
             f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nCookie: {cookie}\r\n"
             "Sec-WebSocket-Version: 13\r\n\r\n"
         ).encode()
     )
@@ -46,9 +47,10 @@ async def test_stalled_viewer_skips_frames_and_others_keep_full_rate(
 ) -> None:
     camera = await demo_camera_factory(push_frames=False)
     daemon = await daemon_factory(camera_url=camera.url, max_fps=25)
-    fast = await connect_viewer(reactor, daemon.port)
+    fast = await daemon.viewer()
     await fast.wait_frames(3)
-    stalled = await threads.deferToThread(open_stalled_viewer, daemon.port)
+    cookie = f"{SESSION_COOKIE}={await daemon.session('slow')}"
+    stalled = await threads.deferToThread(open_stalled_viewer, daemon.port, cookie)
     try:
         await fast.wait_for(lambda v: daemon.hub.viewer_count == 2)
         (slow_protocol,) = [

@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 import pytest_twisted
 
+from camproxy.handshake import SESSION_COOKIE
+from tests.browserlike import Browser
 from tests.processes import BIN, REPO, free_port, running, twistd, wait_for_health
 from tests.wsclient import close_viewer, connect_viewer
 
@@ -48,11 +50,15 @@ async def test_demo_serves_health_and_frames_and_moves(reactor: Any, tmp_path: P
     port = free_port()
     with running(
         twistd("--demo", "--listen", f"tcp:{port}:interface=127.0.0.1", "--max-fps", "20"),
+        env={"ADMIN_USERNAME": "admin", "ADMIN_PASSWORD": "demo-pass"},
         cwd=tmp_path,
     ) as daemon:
         health = wait_for_health(port, daemon)
         assert health["status"] == "healthy"
-        viewer = await connect_viewer(reactor, port)
+        browser = Browser(f"http://127.0.0.1:{port}")
+        assert (await browser.login("admin", "demo-pass")).code == 302
+        cookie = f"{SESSION_COOKIE}={browser.cookie(SESSION_COOKIE)}"
+        viewer = await connect_viewer(reactor, port, headers={"Cookie": cookie})
         await viewer.wait_frames(10)
         assert all(f[:2] == b"\xff\xd8" and f[-2:] == b"\xff\xd9" for f in viewer.frames)
         await viewer.wait_event("position_update")

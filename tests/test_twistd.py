@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
+from twisted.internet import threads
 
 from camproxy.handshake import SESSION_COOKIE
 from tests.browserlike import Browser
@@ -110,3 +111,60 @@ def test_pip_install_gives_a_working_plugin(tmp_path: Path) -> None:
     )
     assert "--max-fps" in help_text.stdout
     assert (venv / "bin" / "camproxy").exists()
+
+
+def camproxy_cli(
+    *args: str, stdin: str = "", cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "camproxy"), *args], input=stdin, capture_output=True, text=True, cwd=cwd
+    )
+
+
+@pytest_twisted.ensureDeferred
+async def test_cli_disable_closes_the_users_socket_within_10_seconds(
+    reactor: Any, tmp_path: Path
+) -> None:
+    database = str(tmp_path / "users.db")
+    added = camproxy_cli(
+        "user", "add", "alice", "--password-stdin", "--database", database, stdin="alice-pass\n"
+    )
+    assert added.returncode == 0, added.stderr
+    port = free_port()
+    with running(
+        twistd("--demo", "--listen", f"tcp:{port}:interface=127.0.0.1", "--database", database),
+        cwd=tmp_path,
+    ) as daemon:
+        wait_for_health(port, daemon)
+        browser = Browser(f"http://127.0.0.1:{port}")
+        assert (await browser.login("alice", "alice-pass")).code == 302
+        cookie = f"{SESSION_COOKIE}={browser.cookie(SESSION_COOKIE)}"
+        viewer = await connect_viewer(reactor, port, headers={"Cookie": cookie})
+        await viewer.wait_event("hello")
+        disabled = await threads.deferToThread(
+            camproxy_cli, "user", "disable", "alice", "--database", database
+        )
+        assert disabled.returncode == 0, disabled.stderr
+        started = reactor.seconds()
+        _clean, code, _reason = await viewer.closed
+        assert code == 4001
+        assert reactor.seconds() - started <= 10
+        assert (await browser.get("/")).code == 302
+
+
+def test_a_second_daemon_on_the_same_database_fails_clearly(tmp_path: Path) -> None:
+    database = str(tmp_path / "users.db")
+    port = free_port()
+    with running(
+        twistd("--demo", "--listen", f"tcp:{port}:interface=127.0.0.1", "--database", database),
+        cwd=tmp_path,
+    ) as first:
+        wait_for_health(port, first)
+        second = run_briefly(
+            twistd("--demo", "--listen", "tcp:0:interface=127.0.0.1", "--database", database),
+            {},
+            tmp_path,
+        )
+    assert second.returncode == 1
+    lines = second.stderr.strip().splitlines()
+    assert len(lines) == 1 and "in use" in lines[0], second.stderr

@@ -35,6 +35,7 @@ class AccountsService(Service):
         self.database: Database | None = None
         self.users: UserStore | None = None
         self.sessions: SessionStore | None = None
+        self.tokens: Any = None
         self._waiting: list[Deferred[None]] = []
         self._purge = LoopingCall(self._purge_expired)
         self._purge.clock = reactor

@@ -16,7 +16,9 @@ from twisted.python import usage
 from twisted.web.server import Site
 
 from camproxy.accountservice import AccountsService
+from camproxy.api import IntegrationApi
 from camproxy.assets import asset_directory
+from camproxy.authn import Authenticator
 from camproxy.camera import CameraLink, CameraSettings
 from camproxy.config import Config, ConfigError, build_config, read_environment
 from camproxy.csrf import CsrfTokens
@@ -184,20 +186,24 @@ def build_service(
     watcher = SessionWatcher(reactor, accounts, viewers)
     watcher.setServiceParent(top)
 
+    auth = Authenticator(accounts)
+    csrf = CsrfTokens(config.secret_key, reactor)
     web = CamProxyWeb(
         WebDependencies(
             hub=hub,
             viewers=viewers,
             accounts=accounts,
+            auth=auth,
             origins=origins,
-            csrf=CsrfTokens(config.secret_key, reactor),
+            csrf=csrf,
             throttle=LoginThrottle(reactor),
             templates=templates_environment(asset_directory("templates")),
             static_dir=asset_directory("static"),
             clock=reactor,
         )
     )
-    root = SiteRoot(web.app.resource(), WebSocketResource(viewers))
+    api = IntegrationApi(hub, auth, csrf, reactor)
+    root = SiteRoot(web.app.resource(), api.app.resource(), WebSocketResource(viewers))
     site = Site(root)
     http = StreamServerEndpointService(endpoint_or_exit(reactor, config.listen), site)
     http.setName("http")

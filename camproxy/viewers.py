@@ -16,10 +16,11 @@ from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerPr
 from autobahn.websocket.protocol import ConnectionRequest, PreparedMessage
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IConsumer, IPushProducer, IReactorTime, ISSLTransport
+from twisted.internet.interfaces import IConsumer, IReactorTime, ISSLTransport
 from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
+from camproxy.backpressure import NewestFrameProducer
 from camproxy.commands import InvalidCommand, parse_viewer_message
 from camproxy.hub import CameraHub, Frame, IRequester, IViewer, event
 from camproxy.origins import OriginPolicy
@@ -27,6 +28,12 @@ from camproxy.ratelimit import TokenBucket
 
 #: CONTRACT §3: a text message over 64 KiB closes the connection with 1009.
 MAX_INCOMING_MESSAGE = 64 * 1024
+#: Messages a viewer may send: this many a second on average, in bursts of up to ``BURST``.
+MESSAGE_RATE = 20.0
+MESSAGE_BURST = 40.0
+#: Told to a viewer over the limit, at most once per ``THROTTLE_NOTICE_INTERVAL`` seconds.
+SLOW_DOWN = "too many messages; slow down"
+THROTTLE_NOTICE_INTERVAL = 1.0
 CLOSE_POLICY_VIOLATION = 1008
 CLOSE_TOO_BIG = 1009
 
@@ -72,7 +79,7 @@ class OpenGate:
         return succeed(ViewerIdentity(user=None))
 
 
-@implementer(IViewer, IRequester, IPushProducer)
+@implementer(IViewer, IRequester)
 class ViewerProtocol(WebSocketServerProtocol):
     """One browser watching one camera."""
 
@@ -80,12 +87,12 @@ class ViewerProtocol(WebSocketServerProtocol):
     log = Logger()
 
     identity: ViewerIdentity | None = None
-    frames_sent = 0
-    frames_skipped = 0
+    frames: NewestFrameProducer | None = None
     _attached = False
-    _paused = False
-    _pending: Frame | None = None
     _commands: TokenBucket | None = None
+    #: Messages dropped over the rate limit, and when the viewer was last told.
+    throttled = 0
+    _throttle_noticed_at: float | None = None
 
     # -- handshake and lifetime ---------------------------------------------
 
@@ -99,12 +106,13 @@ class ViewerProtocol(WebSocketServerProtocol):
         return admitted.addCallback(remember)
 
     def onOpen(self) -> None:
-        # Twisted Web's channel was the transport's producer; we are now.
+        # Twisted Web's channel was the transport's producer; our frames are now.
         transport = self.transport
         assert IConsumer.providedBy(transport)
         transport.unregisterProducer()
-        transport.registerProducer(self, True)
-        self._commands = TokenBucket(self.factory.clock, rate=20.0, burst=40.0)
+        self.frames = NewestFrameProducer(self._write_frame)
+        transport.registerProducer(self.frames, True)
+        self._commands = TokenBucket(self.factory.clock, rate=MESSAGE_RATE, burst=MESSAGE_BURST)
         assert self.identity is not None
         hub = self.factory.hub
         self.send_event(
@@ -124,7 +132,8 @@ class ViewerProtocol(WebSocketServerProtocol):
         self.factory.viewer_opened(self)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
-        self._pending = None
+        if self.frames is not None:
+            self.frames.stopProducing()
         if self._attached:
             self._attached = False
             self.factory.viewer_closed(self)
@@ -141,7 +150,7 @@ class ViewerProtocol(WebSocketServerProtocol):
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         assert self._commands is not None
         if not self._commands.take():
-            self.factory.throttled += 1
+            self._throttle()
             return
         if isBinary:
             self.command_refused("binary messages are not accepted; send JSON text")
@@ -152,6 +161,16 @@ class ViewerProtocol(WebSocketServerProtocol):
             self.command_refused(str(refusal))
             return
         self.factory.hub.execute(command, self)
+
+    def _throttle(self) -> None:
+        """Drop a message over the rate limit; say so once a second, count the rest."""
+        self.throttled += 1
+        self.factory.throttled += 1
+        now = self.factory.clock.seconds()
+        last = self._throttle_noticed_at
+        if last is None or now - last >= THROTTLE_NOTICE_INTERVAL:
+            self._throttle_noticed_at = now
+            self.command_refused(SLOW_DOWN)
 
     # -- IRequester ------------------------------------------------------------
 
@@ -169,30 +188,11 @@ class ViewerProtocol(WebSocketServerProtocol):
             self.sendMessage(message.encode("utf-8"), isBinary=False)
 
     def send_frame(self, frame: Frame) -> None:
-        if self.state != self.STATE_OPEN:
-            return
-        if self._paused:
-            if self._pending is not None:
-                self.frames_skipped += 1
-            self._pending = frame
-            return
-        self.frames_sent += 1
+        if self.state == self.STATE_OPEN and self.frames is not None:
+            self.frames.offer(frame)
+
+    def _write_frame(self, frame: Frame) -> None:
         self.sendPreparedMessage(frame.encoded("websocket", self.factory.prepare_frame))
-
-    # -- IPushProducer: the transport tells us when it is full -------------------
-
-    def pauseProducing(self) -> None:
-        self._paused = True
-
-    def resumeProducing(self) -> None:
-        self._paused = False
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            self.send_frame(pending)
-
-    def stopProducing(self) -> None:
-        self._paused = True
-        self._pending = None
 
     def close_viewer(self, code: int, reason: str) -> None:
         if self.state in (self.STATE_OPEN, self.STATE_CONNECTING):

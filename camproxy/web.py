@@ -29,6 +29,7 @@ from werkzeug.exceptions import NotFound
 
 from camproxy.accounts import AccountError, InvalidUsername, LastAdmin, UnknownUser, UserExists
 from camproxy.accountservice import AccountsService
+from camproxy.authn import Authenticator
 from camproxy.csrf import CsrfTokens
 from camproxy.handshake import (
     CLOSE_PERMISSIONS_CHANGED,
@@ -131,6 +132,7 @@ class WebDependencies:
     hub: CameraHub
     viewers: ViewerFactory
     accounts: AccountsService
+    auth: Authenticator
     origins: OriginPolicy
     csrf: CsrfTokens
     throttle: LoginThrottle
@@ -161,15 +163,7 @@ class CamProxyWeb:
         return self.render(request, "error.html", status, status=status, message=message)
 
     async def current_session(self, request: IRequest) -> Session | None:
-        await self.deps.accounts.when_ready()
-        sessions = self.deps.accounts.sessions
-        session_id = request.getCookie(SESSION_COOKIE.encode())
-        if sessions is None or not session_id:
-            return None
-        try:
-            return await sessions.lookup(session_id.decode("ascii"))
-        except UnicodeDecodeError:
-            return None
+        return await self.deps.auth.session(request)
 
     def client_address(self, request: IRequest) -> str:
         peer = request.getClientAddress()
@@ -474,9 +468,12 @@ class SiteRoot(Resource):
     Also the one place that sets the security headers, for every response.
     """
 
-    def __init__(self, routes: IResource, websocket: WebSocketResource) -> None:
+    MACHINE_PATHS = (b"api", b"stream.mjpg", b"snapshot.jpg")
+
+    def __init__(self, routes: IResource, api: IResource, websocket: WebSocketResource) -> None:
         super().__init__()
         self._routes = routes
+        self._api = api
         self._websocket = websocket
 
     def getChild(self, path: bytes, request: Any) -> IResource:
@@ -485,7 +482,7 @@ class SiteRoot(Resource):
         self._secure(request)
         # Hand the whole path to Klein, which routes on what is left unconsumed.
         request.postpath.insert(0, request.prepath.pop())
-        return self._routes
+        return self._api if path in self.MACHINE_PATHS else self._routes
 
     def render(self, request: Request) -> Any:
         self._secure(request)

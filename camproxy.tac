@@ -7,8 +7,10 @@ import sys
 
 from twisted.application.service import Application
 from twisted.internet import reactor
+from twisted.logger import ILogObserver
 
 from camproxy.config import ConfigError, build_config, read_environment
+from camproxy.logs import make_observer
 from camproxy.tap import build_service
 
 environment = read_environment()
@@ -18,4 +20,10 @@ except ConfigError as problem:
     sys.exit(f"camproxy: error: {problem}")
 
 application = Application("camproxy")
+application.setComponent(
+    ILogObserver,
+    make_observer(
+        level=config.log_level, fmt=config.log_format, primary=sys.stdout, log_file=config.log_file
+    ),
+)
 build_service(config, reactor).setServiceParent(application)

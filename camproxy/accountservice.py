@@ -15,6 +15,7 @@ from camproxy.config import Config
 from camproxy.db import Database, DatabaseError
 from camproxy.passwords import BadPassword, BcryptHasher, IPasswordHasher
 from camproxy.sessions import SessionStore
+from camproxy.tokens import TokenStore
 
 DEMO_ADMIN = "admin"
 
@@ -35,7 +36,7 @@ class AccountsService(Service):
         self.database: Database | None = None
         self.users: UserStore | None = None
         self.sessions: SessionStore | None = None
-        self.tokens: Any = None
+        self.tokens: TokenStore | None = None
         self._waiting: list[Deferred[None]] = []
         self._purge = LoopingCall(self._purge_expired)
         self._purge.clock = reactor
@@ -52,6 +53,7 @@ class AccountsService(Service):
         sessions = SessionStore(database, self._reactor)
         await self._bootstrap_admin(users)
         self.users, self.sessions = users, sessions
+        self.tokens = TokenStore(database, self._reactor)
         self._purge.start(3600, now=True)
         waiting, self._waiting = self._waiting, []
         for waiter in waiting:
@@ -81,11 +83,10 @@ class AccountsService(Service):
                 await users.set_active(DEMO_ADMIN, True)
                 await users.set_admin(DEMO_ADMIN, True)
             self.log.warn(
-                "demo login: user {name!r}, password {password!r}",
+                "CamProxy demo: log in as {name!r} with password {password!r}",
                 name=DEMO_ADMIN,
                 password=password,
             )
-            print(f"\n  CamProxy demo: log in as {DEMO_ADMIN!r} with password {password!r}\n")
 
     def _failed(self, failure: Any) -> None:
         if failure.check(DatabaseError, AccountError, BadPassword):
@@ -111,3 +112,4 @@ class AccountsService(Service):
             self.database.close()
             self.database = None
         self.users = self.sessions = None
+        self.tokens = None

@@ -11,6 +11,7 @@ from typing import Any
 
 import attrs
 from klein import Klein
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from twisted.internet.defer import CancelledError, TimeoutError
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
@@ -19,9 +20,12 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 from zope.interface import implementer
 
 from camproxy.authn import Authenticator, Principal
+from camproxy.backpressure import FrameTotals
 from camproxy.commands import InvalidCommand, command_from_fields
 from camproxy.csrf import CsrfTokens
+from camproxy.forwarded import IPNetwork, address_in
 from camproxy.hub import NO_CONTROL, NOT_CONNECTED, CameraHub, CameraUnavailable, IRequester
+from camproxy.metrics import DaemonMetrics
 from camproxy.mjpeg import MjpegStream
 from camproxy.openapi import openapi_document
 
@@ -57,12 +61,23 @@ class IntegrationApi:
     app = Klein()
 
     def __init__(
-        self, hub: CameraHub, auth: Authenticator, csrf: CsrfTokens, clock: IReactorTime
+        self,
+        hub: CameraHub,
+        auth: Authenticator,
+        csrf: CsrfTokens,
+        clock: IReactorTime,
+        *,
+        totals: FrameTotals,
+        metrics: DaemonMetrics,
+        metrics_allow: tuple[IPNetwork, ...] = (),
     ) -> None:
         self.hub = hub
         self.auth = auth
         self.csrf = csrf
         self.clock = clock
+        self.totals = totals
+        self.metrics = metrics
+        self.metrics_allow = metrics_allow
 
     def unauthorized(self, request: IRequest) -> bytes:
         request.setHeader(b"WWW-Authenticate", b'Bearer realm="camproxy"')
@@ -74,7 +89,7 @@ class IntegrationApi:
     async def stream(self, request: Request) -> Any:
         if await self.auth.principal(request, allow_query_token=True) is None:
             return self.unauthorized(request)
-        return MjpegStream(self.hub)
+        return MjpegStream(self.hub, self.totals)
 
     @app.route("/snapshot.jpg", methods=["GET", "HEAD"])
     async def snapshot(self, request: IRequest) -> bytes:
@@ -158,6 +173,19 @@ class IntegrationApi:
     @app.route("/api/light", methods=["POST"])
     def light(self, request: IRequest) -> Any:
         return self.command(request, "light_command")
+
+    @app.route("/metrics", methods=["GET"])
+    async def prometheus(self, request: IRequest) -> bytes:
+        """For admins, and without login for the addresses given with --metrics-allow."""
+        client = str(getattr(request.getClientAddress(), "host", ""))
+        if not address_in(client, self.metrics_allow):
+            principal = await self.auth.principal(request, allow_query_token=False)
+            if principal is None:
+                return self.unauthorized(request)
+            if not principal.is_admin:
+                return json_response(request, 403, {"error": "admins only"})
+        request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode())
+        return bytes(generate_latest(self.metrics.registry))
 
     @app.handle_errors(NotFound)
     def not_found(self, request: IRequest, failure: Any) -> bytes:

@@ -73,7 +73,7 @@ class Authenticator:
                 username=grant.username,
                 is_admin=grant.is_admin,
                 may_control=grant.may_control,
-                token_name=grant.name,
+                token_name=grant.token_name,
             )
         session = await self.session(request)
         if session is None:

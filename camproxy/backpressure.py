@@ -16,12 +16,20 @@ from zope.interface import implementer
 from camproxy.hub import Frame
 
 
+class FrameTotals:
+    """Frames sent and skipped over all viewers of a camera, for monitoring."""
+
+    sent = 0
+    skipped = 0
+
+
 @implementer(IPushProducer)
 class NewestFrameProducer:
     """Registered with a transport as its streaming producer; hands frames to ``deliver``."""
 
-    def __init__(self, deliver: Callable[[Frame], None]) -> None:
+    def __init__(self, deliver: Callable[[Frame], None], totals: FrameTotals | None = None) -> None:
         self._deliver = deliver
+        self._totals = totals or FrameTotals()
         self.paused = False
         self.stopped = False
         self._pending: Frame | None = None
@@ -35,9 +43,11 @@ class NewestFrameProducer:
         if self.paused:
             if self._pending is not None:
                 self.frames_skipped += 1
+                self._totals.skipped += 1
             self._pending = frame
             return
         self.frames_sent += 1
+        self._totals.sent += 1
         self._deliver(frame)
 
     def pauseProducing(self) -> None:

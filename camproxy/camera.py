@@ -10,6 +10,7 @@ import random
 from typing import Any
 
 import attrs
+import txaio
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from autobahn.websocket.protocol import ConnectionResponse
 from hyperlink import URL
@@ -45,6 +46,9 @@ class CameraProtocol(WebSocketClientProtocol):
     """Forwards the camera's messages to the hub; nothing else."""
 
     factory: CameraFactory
+    #: Autobahn warns on every drop and failure, which a flapping camera turns into a
+    #: flood; :class:`CameraLink` reports the same once, with the reason, rate-limited.
+    log = txaio.make_logger(level="error")  # type: ignore[attr-defined]
 
     def onConnect(self, response: ConnectionResponse) -> None:
         self.factory.link.log.info("camera handshake done with {peer}", peer=response.peer)
@@ -64,6 +68,10 @@ class CameraProtocol(WebSocketClientProtocol):
             hub.text_received(payload.decode("utf-8", errors="replace"))
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        if self.failedByMe and self.localCloseCode is not None:
+            # Autobahn reports the camera's answering close code (1000); ours says why.
+            code, local_reason = self.localCloseCode, self.localCloseReason
+            reason = local_reason.decode("utf-8", "replace") if local_reason else None
         self.factory.link.protocol_closed(self, wasClean, code, reason)
 
 
@@ -142,6 +150,9 @@ class CameraLink:
             self._service.startService()
 
     def close(self) -> None:
+        if self._protocol is not None:
+            # A WebSocket goodbye before the TCP close, so the firmware frees its slot.
+            self._protocol.sendClose(1000, "camproxy closing the link")
         if self._service.running:
             self._service.stopService()
 
@@ -151,16 +162,24 @@ class CameraLink:
 
     def protocol_opened(self, protocol: CameraProtocol) -> None:
         self._protocol = protocol
-        self._complaints.reset()
         self.log.info("camera connected at {url}", url=self.settings.url)
         self.hub.link_opened()
 
     def protocol_closed(
         self, protocol: CameraProtocol, clean: bool, code: int | None, reason: str | None
     ) -> None:
+        # One line per distinct failure, rate-limited: a flapping camera must not flood the log.
+        why = f"code={code}, reason={reason or 'none given'}"
         if self._protocol is not protocol:
-            self.complain(f"camera connection failed: {reason or 'no reason given'}")
+            if self._service.running:
+                self.complain(f"camera connection failed ({why})")
             return
         self._protocol = None
-        self.log.warn("camera link closed (code={code}, reason={reason})", code=code, reason=reason)
+        answered = self.hub.connected
         self.hub.camera_disconnected()
+        if not self._service.running:
+            self.log.info("camera link closed")
+        elif not answered:
+            self.complain(f"camera link closed before the camera answered anything ({why})")
+        else:
+            self.complain(f"camera link lost ({why})")

@@ -11,6 +11,8 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from camproxy.dbcli import add_db_commands
+    from camproxy.tokencli import add_token_commands
     from camproxy.usercli import add_user_commands
 
     parser = argparse.ArgumentParser(
@@ -19,6 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_user_commands(commands)
+    add_token_commands(commands)
+    add_db_commands(commands)
     demo = commands.add_parser(
         "democam", help="run the emulated RoboCam camera alone (for testing any client)"
     )
@@ -32,6 +36,14 @@ def main(argv: list[str] | None = None) -> int:
         from camproxy.usercli import run_user_command
 
         return run_user_command(args)
+    if args.command == "token":
+        from camproxy.tokencli import run_token_command
+
+        return run_token_command(args)
+    if args.command == "db":
+        from camproxy.dbcli import run_db_command
+
+        return run_db_command(args)
     if args.command == "democam":
         from camproxy.democam import main as democam_main
 

@@ -16,6 +16,7 @@ import attrs
 from dotenv import dotenv_values
 from hyperlink import URL
 
+from camproxy.forwarded import parse_networks
 from camproxy.origins import is_valid_origin
 
 DEFAULT_PORT = "5000"
@@ -46,8 +47,15 @@ class Config:
     log_level: str = "INFO"
     log_file: str | None = None
     camera_ca: str | None = None
+    trusted_proxies: tuple[str, ...] = ()
+    metrics_allow: tuple[str, ...] = ()
+    log_format: str = "text"
     frame_timeout: float = 2.0
     max_frame_bytes: int = 4 * 1024 * 1024
+    #: Seconds for the camera's TCP connect plus WebSocket handshake.
+    camera_connect_timeout: float = 5.0
+    #: Seconds between pings on an idle camera link, and to wait for the pong.
+    camera_ping_interval: float = 5.0
 
 
 def read_environment(cwd: Path | None = None) -> dict[str, str]:
@@ -164,6 +172,22 @@ def build_config(options: Mapping[str, object], env: Mapping[str, str]) -> Confi
             )
         secret_key = secrets.token_hex(32)
 
+    def networks(option: str, variable: str) -> tuple[str, ...]:
+        given = list(_strings(options.get(option)))
+        if not given and env.get(variable):
+            given = [n.strip() for n in env[variable].split(",") if n.strip()]
+        try:
+            parse_networks(given)
+        except ValueError as problem:
+            raise ConfigError(f"{option}: {problem}") from None
+        return tuple(given)
+
+    trusted_proxies = networks("trusted-proxy", "TRUSTED_PROXIES")
+    metrics_allow = networks("metrics-allow", "METRICS_ALLOW")
+    log_format = (pick("log-format", "LOG_FORMAT") or "text").lower()
+    if log_format not in ("text", "json"):
+        raise ConfigError(f"log format must be text or json, not {log_format!r}")
+
     camera_ca = pick("camera-ca", "CAMERA_CA_FILE")
     if camera_ca is not None and not Path(camera_ca).is_file():
         raise ConfigError(f"camera CA file {camera_ca!r} does not exist")
@@ -182,6 +206,9 @@ def build_config(options: Mapping[str, object], env: Mapping[str, str]) -> Confi
         log_level=log_level,
         log_file=env.get("LOG_FILE") or None,
         camera_ca=camera_ca,
+        trusted_proxies=trusted_proxies,
+        metrics_allow=metrics_allow,
+        log_format=log_format,
         frame_timeout=frame_timeout,
     )
 

@@ -79,7 +79,7 @@ def parse_camera_text(text: str) -> CameraMessage:
         return OutOfBounds()
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than json can parse
         return Unrecognized(text)
     if not isinstance(data, Mapping):
         return Unrecognized(text)

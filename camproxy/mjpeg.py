@@ -8,7 +8,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
-from camproxy.backpressure import NewestFrameProducer
+from camproxy.backpressure import FrameTotals, NewestFrameProducer
 from camproxy.hub import CameraHub, Frame, IViewer
 
 BOUNDARY = b"camproxyframe"
@@ -28,10 +28,10 @@ def mjpeg_part(jpeg: bytes) -> bytes:
 class MjpegViewer:
     """One open ``/stream.mjpg`` response."""
 
-    def __init__(self, hub: CameraHub, request: Request) -> None:
+    def __init__(self, hub: CameraHub, request: Request, totals: FrameTotals) -> None:
         self._hub = hub
         self._request = request
-        self.frames = NewestFrameProducer(self._write)
+        self.frames = NewestFrameProducer(self._write, totals)
         self._open = True
 
     def start(self) -> None:
@@ -67,10 +67,11 @@ class MjpegStream(Resource):
 
     isLeaf = True
 
-    def __init__(self, hub: CameraHub) -> None:
+    def __init__(self, hub: CameraHub, totals: FrameTotals) -> None:
         super().__init__()
         self._hub = hub
+        self._totals = totals
 
     def render_GET(self, request: Request) -> int:
-        MjpegViewer(self._hub, request).start()
-        return NOT_DONE_YET  # type: ignore[no-any-return]
+        MjpegViewer(self._hub, request, self._totals).start()
+        return NOT_DONE_YET

@@ -13,22 +13,26 @@ from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import UNIXClientEndpoint, serverFromString
 from twisted.python import usage
-from twisted.web.server import Site
 
+from camproxy.access import CamProxySite
 from camproxy.accountservice import AccountsService
 from camproxy.api import IntegrationApi
 from camproxy.assets import asset_directory
 from camproxy.authn import Authenticator
+from camproxy.backpressure import FrameTotals
 from camproxy.camera import CameraLink, CameraSettings
 from camproxy.config import Config, ConfigError, build_config, read_environment
 from camproxy.csrf import CsrfTokens
 from camproxy.db import DatabaseInUse, check_not_in_use
+from camproxy.forwarded import TrustedProxies, parse_networks
 from camproxy.handshake import SessionGate, SessionWatcher
 from camproxy.hub import CameraHub
+from camproxy.logs import make_observer, twistd_primary_stream
+from camproxy.metrics import DaemonMetrics
 from camproxy.origins import OriginPolicy
 from camproxy.passwords import IPasswordHasher
 from camproxy.throttle import LoginThrottle
-from camproxy.viewers import ViewerFactory
+from camproxy.viewers import CLOSE_GOING_AWAY, ViewerFactory
 from camproxy.web import CamProxyWeb, SiteRoot, WebDependencies, templates_environment
 
 
@@ -50,16 +54,27 @@ class Options(usage.Options):
         ["idle-close", None, None, "Close the camera link after this many idle seconds."],
         ["frame-timeout", None, None, "Give up a getframe unanswered this long (seconds)."],
         ["camera-ca", None, None, "PEM file of the CA that signed a wss:// camera's cert."],
+        ["log-format", None, None, "text (default) or json (one JSON object a line)."],
     ]
 
     def __init__(self) -> None:
         super().__init__()
         self["allowed-origin"] = []
+        self["trusted-proxy"] = []
+        self["metrics-allow"] = []
         self.config: Config | None = None
 
     def opt_allowed_origin(self, origin: str) -> None:
         """Also accept viewer sockets from this origin (repeatable)."""
         self["allowed-origin"].append(origin)
+
+    def opt_trusted_proxy(self, address: str) -> None:
+        """Believe X-Forwarded-For/-Proto from this address or network (repeatable)."""
+        self["trusted-proxy"].append(address)
+
+    def opt_metrics_allow(self, address: str) -> None:
+        """Serve /metrics without login to this address or network (repeatable)."""
+        self["metrics-allow"].append(address)
 
     def parseOptions(self, options: Any = None) -> None:
         # One line and exit status 1 for any bad option, never a traceback or a
@@ -71,27 +86,51 @@ class Options(usage.Options):
 
     def postOptions(self) -> None:
         try:
-            self.config = build_config(self, read_environment())
+            self.config = config = build_config(self, read_environment())
         except ConfigError as problem:
             raise usage.UsageError(str(problem)) from None
+        # twistd starts logging after parsing options; give it our observer unless
+        # the command line chose another (--logger, --syslog).
+        twistd = self.parent
+        if twistd is not None and not twistd.get("logger") and not twistd.get("syslog"):
+            # twistd resolves --logger by name in its own postOptions, which runs after
+            # ours; hand it our observer factory once it has done so.
+            resolve_names = twistd.postOptions
+
+            def use_our_observer() -> None:
+                resolve_names()
+                nodaemon, logfile = bool(twistd.get("nodaemon")), twistd.get("logfile")
+                twistd["logger"] = lambda: make_observer(
+                    level=config.log_level,
+                    fmt=config.log_format,
+                    primary=twistd_primary_stream(nodaemon, logfile),
+                    log_file=config.log_file,
+                )
+
+            twistd.postOptions = use_our_observer  # type: ignore[method-assign]
 
 
 class CameraService(Service):
     """One camera: its hub, its link and its viewers, started and stopped together."""
 
-    def __init__(self, hub: CameraHub, link: CameraLink, viewers: ViewerFactory) -> None:
+    def __init__(
+        self, hub: CameraHub, link: CameraLink, viewers: ViewerFactory, totals: FrameTotals
+    ) -> None:
         self.hub = hub
         self.link = link
         self.viewers = viewers
+        self.totals = totals
 
     def startService(self) -> None:
         super().startService()
         self.hub.start(self.link)
 
-    def stopService(self) -> Deferred[None] | None:
+    def stopService(self) -> Deferred[Any]:
+        """Say goodbye properly: viewers get 1001 (going away), the camera a close frame."""
         super().stopService()
+        closing = self.viewers.close_all(CLOSE_GOING_AWAY, "server shutting down")
         self.hub.stop()
-        return None
+        return closing
 
 
 class DemoCameraService(Service):
@@ -178,14 +217,25 @@ def build_service(
         link = CameraLink(reactor, hub, settings)
 
     origins = OriginPolicy(config.allowed_origins)
-    viewers = ViewerFactory(hub, SessionGate(accounts, origins), reactor, reactor=reactor)
-    camera = CameraService(hub, link, viewers)
+    proxies = TrustedProxies(parse_networks(config.trusted_proxies))
+    totals = FrameTotals()
+    viewers = ViewerFactory(
+        hub,
+        SessionGate(accounts, origins),
+        reactor,
+        proxies=proxies,
+        totals=totals,
+        reactor=reactor,
+    )
+    camera = CameraService(hub, link, viewers, totals)
     camera.setName("camera")
     camera.setServiceParent(top)
 
     watcher = SessionWatcher(reactor, accounts, viewers)
     watcher.setServiceParent(top)
 
+    metrics = DaemonMetrics()
+    metrics.watch_camera(hub, totals)
     auth = Authenticator(accounts)
     csrf = CsrfTokens(config.secret_key, reactor)
     web = CamProxyWeb(
@@ -200,11 +250,20 @@ def build_service(
             templates=templates_environment(asset_directory("templates")),
             static_dir=asset_directory("static"),
             clock=reactor,
+            metrics=metrics,
         )
     )
-    api = IntegrationApi(hub, auth, csrf, reactor)
+    api = IntegrationApi(
+        hub,
+        auth,
+        csrf,
+        reactor,
+        totals=totals,
+        metrics=metrics,
+        metrics_allow=parse_networks(config.metrics_allow),
+    )
     root = SiteRoot(web.app.resource(), api.app.resource(), WebSocketResource(viewers))
-    site = Site(root)
+    site = CamProxySite(root, reactor, proxies, metrics)
     http = StreamServerEndpointService(endpoint_or_exit(reactor, config.listen), site)
     http.setName("http")
     # Fail the start (not just log) when the port cannot be bound.

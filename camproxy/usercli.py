@@ -18,7 +18,7 @@ import sqlite3
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -43,12 +43,11 @@ class _Streams:
     stderr: TextIO
 
 
-def add_user_commands(
-    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
-) -> argparse.ArgumentParser:
-    """Add the ``user`` command and its subcommands to a top-level ``subparsers``.
+def database_option() -> argparse.ArgumentParser:
+    """A parent parser with ``--database PATH``, for every command on the database.
 
-    Returns the ``user`` parser. Hand the parsed arguments to ``run_user_command``.
+    Give it to the command and to each subcommand, so the option goes either side of
+    the subcommand's name; ``database_path`` reads it.
     """
     database = argparse.ArgumentParser(add_help=False)
     database.add_argument(
@@ -58,6 +57,23 @@ def add_user_commands(
         help="the SQLite file (default: DATABASE_URL from the environment or .env, "
         "else robocam.db)",
     )
+    return database
+
+
+def database_path(args: argparse.Namespace) -> str:
+    """``--database``, else the file the daemon would use (``ValueError`` if unusable)."""
+    path: str = getattr(args, "database", None) or locate_database(os.environ, Path.cwd())
+    return path
+
+
+def add_user_commands(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse.ArgumentParser:
+    """Add the ``user`` command and its subcommands to a top-level ``subparsers``.
+
+    Returns the ``user`` parser. Hand the parsed arguments to ``run_user_command``.
+    """
+    database = database_option()
     user = subparsers.add_parser(
         "user",
         parents=[database],
@@ -115,7 +131,8 @@ def _yes(flag: bool) -> str:
     return "yes" if flag else "no"
 
 
-def _when(seconds: float | None) -> str:
+def format_time(seconds: float | None) -> str:
+    """A time for a listing: local ``YYYY-MM-DD HH:MM``, or ``never`` for None."""
     if seconds is None:
         return "never"
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(seconds))
@@ -124,9 +141,20 @@ def _when(seconds: float | None) -> str:
 def _table(users: Sequence[User]) -> str:
     rows = [("NAME", "ADMIN", "ACTIVE", "CONTROL", "LAST LOGIN")]
     rows += [
-        (u.username, _yes(u.is_admin), _yes(u.active), _yes(u.can_control), _when(u.last_login))
+        (
+            u.username,
+            _yes(u.is_admin),
+            _yes(u.active),
+            _yes(u.can_control),
+            format_time(u.last_login),
+        )
         for u in users
     ]
+    return format_table(rows)
+
+
+def format_table(rows: Sequence[Sequence[str]]) -> str:
+    """``rows`` (the header first) as left-aligned columns two spaces apart."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join(
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
@@ -174,19 +202,22 @@ async def _perform(store: UserStore, args: argparse.Namespace, password: str | N
 
 
 async def _main(
-    reactor: Any, path: str, args: argparse.Namespace, password: str | None, streams: _Streams
+    reactor: Any,
+    command: str,
+    path: str,
+    perform: Callable[[Any, Database], Awaitable[str]],
+    streams: _Streams,
 ) -> None:
     code = 1
     try:
         db = await Database.open(reactor, path)
     except (DatabaseError, sqlite3.Error, OSError) as problem:
-        print(f"camproxy user: cannot open {path}: {problem}", file=streams.stderr)
+        print(f"camproxy {command}: cannot open {path}: {problem}", file=streams.stderr)
         raise SystemExit(code) from None
     try:
-        store = UserStore(db, BcryptHasher(reactor), reactor)
-        done = await _perform(store, args, password)
+        done = await perform(reactor, db)
     except (AccountError, BadPassword, DatabaseError, sqlite3.Error) as problem:
-        print(f"camproxy user: {problem}", file=streams.stderr)
+        print(f"camproxy {command}: {problem}", file=streams.stderr)
     except Exception:
         # A bug, not a refusal: the traceback is what a report needs.
         traceback.print_exc(file=streams.stderr)
@@ -198,6 +229,25 @@ async def _main(
     raise SystemExit(code)
 
 
+def run_on_database(
+    command: str, path: str, perform: Callable[[Any, Database], Awaitable[str]]
+) -> int:
+    """Open the database at ``path``, run ``perform(reactor, db)``, print what it returns.
+
+    The exit status: 0 on success; 1 with one line ``camproxy COMMAND: ...`` on
+    standard error when the database cannot be opened or ``perform`` is refused
+    (``AccountError``, ``BadPassword``, ``DatabaseError``, ``sqlite3.Error``); 1 with a
+    traceback for anything else. Runs the reactor (``react``), so call it at most once
+    per process, from a process whose reactor is not running.
+    """
+    streams = _Streams(sys.stdin, sys.stdout, sys.stderr)
+    try:
+        react(_main, (command, path, perform, streams))
+    except SystemExit as stop:
+        return stop.code if isinstance(stop.code, int) else 1
+    return 0
+
+
 def run_user_command(args: argparse.Namespace) -> int:
     """Run a command parsed by the parser from ``add_user_commands``; the exit status.
 
@@ -206,17 +256,17 @@ def run_user_command(args: argparse.Namespace) -> int:
     """
     streams = _Streams(sys.stdin, sys.stdout, sys.stderr)
     try:
-        path: str = getattr(args, "database", None) or locate_database(os.environ, Path.cwd())
+        path = database_path(args)
         action: str = getattr(args, _DEST)
         password = _read_password(args, streams) if action in ("add", "passwd") else None
     except (ValueError, _RefusedError) as problem:
         print(f"camproxy user: {problem}", file=streams.stderr)
         return 1
-    try:
-        react(_main, (path, args, password, streams))
-    except SystemExit as stop:
-        return stop.code if isinstance(stop.code, int) else 1
-    return 0
+
+    def perform(reactor: Any, db: Database) -> Awaitable[str]:
+        return _perform(UserStore(db, BcryptHasher(reactor), reactor), args, password)
+
+    return run_on_database("user", path, perform)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,16 +12,17 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
+import txaio
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.protocol import ConnectionRequest, PreparedMessage
 from autobahn.websocket.types import ConnectionDeny
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IConsumer, IReactorTime, ISSLTransport
-from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
-from camproxy.backpressure import NewestFrameProducer
+from camproxy.backpressure import FrameTotals, NewestFrameProducer
 from camproxy.commands import InvalidCommand, parse_viewer_message
+from camproxy.forwarded import TrustedProxies
 from camproxy.hub import CameraHub, Frame, IRequester, IViewer, event
 from camproxy.origins import OriginPolicy
 from camproxy.ratelimit import TokenBucket
@@ -34,6 +35,7 @@ MESSAGE_BURST = 40.0
 #: Told to a viewer over the limit, at most once per ``THROTTLE_NOTICE_INTERVAL`` seconds.
 SLOW_DOWN = "too many messages; slow down"
 THROTTLE_NOTICE_INTERVAL = 1.0
+CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY_VIOLATION = 1008
 CLOSE_TOO_BIG = 1009
 
@@ -84,10 +86,13 @@ class ViewerProtocol(WebSocketServerProtocol):
     """One browser watching one camera."""
 
     factory: ViewerFactory
-    log = Logger()
+    #: txaio's logger drops Autobahn's per-message debug traces before they become events
+    #: (a Twisted ``Logger`` would build one for every frame sent to every viewer).
+    log = txaio.make_logger()  # type: ignore[attr-defined]
 
     identity: ViewerIdentity | None = None
     frames: NewestFrameProducer | None = None
+    gone: Deferred[None]
     _attached = False
     _commands: TokenBucket | None = None
     #: Messages dropped over the rate limit, and when the viewer was last told.
@@ -96,8 +101,22 @@ class ViewerProtocol(WebSocketServerProtocol):
 
     # -- handshake and lifetime ---------------------------------------------
 
+    def connectionMade(self) -> None:
+        self.gone = Deferred()
+        super().connectionMade()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        super().connectionLost(reason)
+        if not self.gone.called:
+            self.gone.callback(None)
+
     def onConnect(self, request: ConnectionRequest) -> Deferred[None]:  # type: ignore[override]
-        secure = ISSLTransport.providedBy(self.transport)
+        assert self.transport is not None
+        secure = self.factory.proxies.is_secure(
+            str(getattr(self.transport.getPeer(), "host", "")),
+            ISSLTransport.providedBy(self.transport),
+            request.headers.get("x-forwarded-proto"),
+        )
         admitted = self.factory.gate.admit(request, secure)
 
         def remember(identity: ViewerIdentity) -> None:
@@ -110,7 +129,7 @@ class ViewerProtocol(WebSocketServerProtocol):
         transport = self.transport
         assert IConsumer.providedBy(transport)
         transport.unregisterProducer()
-        self.frames = NewestFrameProducer(self._write_frame)
+        self.frames = NewestFrameProducer(self._write_frame, self.factory.totals)
         transport.registerProducer(self.frames, True)
         self._commands = TokenBucket(self.factory.clock, rate=MESSAGE_RATE, burst=MESSAGE_BURST)
         assert self.identity is not None
@@ -195,8 +214,14 @@ class ViewerProtocol(WebSocketServerProtocol):
         self.sendPreparedMessage(frame.encoded("websocket", self.factory.prepare_frame))
 
     def close_viewer(self, code: int, reason: str) -> None:
-        if self.state in (self.STATE_OPEN, self.STATE_CONNECTING):
+        if self.state not in (self.STATE_OPEN, self.STATE_CONNECTING):
+            return
+        if code == 1000 or 3000 <= code <= 4999:
             self.sendClose(code, reason)
+        else:
+            # sendClose refuses the protocol-level codes (1001 going away) that a server
+            # legitimately sends; the close frame itself allows them.
+            self.sendCloseFrame(code=code, reasonUtf8=reason.encode("utf-8"), isReply=False)
 
 
 class ViewerFactory(WebSocketServerFactory):
@@ -204,11 +229,22 @@ class ViewerFactory(WebSocketServerFactory):
 
     protocol = ViewerProtocol  # type: ignore[assignment]
 
-    def __init__(self, hub: CameraHub, gate: IHandshakeGate, clock: IReactorTime, **kw: Any):
+    def __init__(
+        self,
+        hub: CameraHub,
+        gate: IHandshakeGate,
+        clock: IReactorTime,
+        *,
+        proxies: TrustedProxies | None = None,
+        totals: FrameTotals | None = None,
+        **kw: Any,
+    ):
         super().__init__(**kw)
         self.hub = hub
         self.gate = gate
         self.clock = clock
+        self.proxies = proxies or TrustedProxies()
+        self.totals = totals or FrameTotals()
         self.viewers: set[ViewerProtocol] = set()
         self.throttled = 0
         self.setProtocolOptions(
@@ -230,6 +266,15 @@ class ViewerFactory(WebSocketServerFactory):
     def viewer_closed(self, viewer: ViewerProtocol) -> None:
         self.viewers.discard(viewer)
         self.hub.detach(viewer)
+
+    def close_all(self, code: int, reason: str, timeout: float = 3.0) -> Deferred[Any]:
+        """Close every viewer; fires once all are gone (or after ``timeout``)."""
+        gone = [viewer.gone for viewer in self.viewers]
+        for viewer in list(self.viewers):
+            viewer.close_viewer(code, reason)
+        waiting = DeferredList(gone, consumeErrors=True)
+        waiting.addTimeout(timeout, self.clock)
+        return waiting.addErrback(lambda _: None)
 
     def close_where(
         self, predicate: Callable[[ViewerIdentity], bool], code: int, reason: str

@@ -37,6 +37,7 @@ from camproxy.handshake import (
     SESSION_COOKIE,
 )
 from camproxy.hub import CameraHub
+from camproxy.metrics import DaemonMetrics
 from camproxy.origins import OriginPolicy
 from camproxy.passwords import BadPassword
 from camproxy.sessions import Session
@@ -139,6 +140,7 @@ class WebDependencies:
     templates: Environment
     static_dir: Path
     clock: IReactorTime
+    metrics: DaemonMetrics
 
 
 class CamProxyWeb:
@@ -273,6 +275,7 @@ class CamProxyWeb:
         address = self.client_address(request)
         wait = self.deps.throttle.retry_after(address, username)
         if wait > 0:
+            self.deps.metrics.login_failures.inc()
             request.setHeader(b"Retry-After", str(math.ceil(wait)).encode())
             return self.login_page(
                 request,
@@ -283,6 +286,7 @@ class CamProxyWeb:
             )
         user = await users.authenticate(username, password)
         if user is None:
+            self.deps.metrics.login_failures.inc()
             self.deps.throttle.failed(address, username)
             self.log.info(
                 "failed login for {name!r} from {address}", name=username, address=address
@@ -468,7 +472,7 @@ class SiteRoot(Resource):
     Also the one place that sets the security headers, for every response.
     """
 
-    MACHINE_PATHS = (b"api", b"stream.mjpg", b"snapshot.jpg")
+    MACHINE_PATHS = (b"api", b"stream.mjpg", b"snapshot.jpg", b"metrics")
 
     def __init__(self, routes: IResource, api: IResource, websocket: WebSocketResource) -> None:
         super().__init__()

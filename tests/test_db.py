@@ -257,7 +257,7 @@ async def test_upgrades_a_flask_database(
     finally:
         database.close()
 
-    assert tables(path) == {"users", "sessions"}
+    assert tables(path) == {"users", "sessions", "api_tokens"}
     upgraded = raw(path)
     kept = {row["id"]: row["password_hash"] for row in upgraded.execute("SELECT * FROM users")}
     upgraded.close()

@@ -36,6 +36,7 @@ class Page:
 class Browser:
     base: str
     cookies: dict[str, str] = attrs.field(factory=dict)
+    client: Any = treq
 
     async def get(self, path: str, **kwargs: Any) -> Page:
         return await self._page("GET", path, **kwargs)
@@ -47,7 +48,7 @@ class Browser:
         headers = dict(kwargs.pop("headers", {}))
         if self.cookies:
             headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
-        response = await treq.request(
+        response = await self.client.request(
             method, self.base + path, headers=headers, allow_redirects=False, **kwargs
         )
         text = await response.text()

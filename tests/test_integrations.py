@@ -237,3 +237,57 @@ async def test_ffprobe_reads_the_mjpeg_stream(
     assert probe.returncode == 0, probe.stderr
     stream = json.loads(probe.stdout)["streams"][0]
     assert stream["codec_name"] == "mjpeg" and (stream["width"], stream["height"]) == (640, 480)
+
+
+async def make_token(daemon: Any, user: str, name: str, scope: str, **flags: Any) -> str:
+    await daemon.user(user, **flags)
+    tokens = daemon.accounts.tokens
+    assert tokens is not None
+    _record, secret = await tokens.create(user, name, scope)
+    return str(secret)
+
+
+@pytest_twisted.ensureDeferred
+async def test_tokens_scopes_query_parameter_and_revocation(
+    demo_camera_factory: Any, daemon_factory: Any
+) -> None:
+    camera = await demo_camera_factory()
+    daemon = await daemon_factory(camera_url=camera.url)
+    viewer_token = await make_token(daemon, "ha", "home-assistant", "view")
+    control_token = await make_token(daemon, "bot", "script", "control")
+    watcher = await daemon.viewer("watcher")
+    await watcher.wait_event("position_update")
+
+    def bearer(token: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}"}
+
+    status = await treq.get(daemon.url + "/api/status", headers=bearer(viewer_token))
+    assert status.code == 200
+    refused = await treq.post(
+        daemon.url + "/api/servo", data=b'{"command":"up"}', headers=bearer(viewer_token)
+    )
+    assert refused.code == 403
+    moved = await treq.post(
+        daemon.url + "/api/servo", data=b'{"command":"down"}', headers=bearer(control_token)
+    )
+    assert moved.code == 200
+    await watcher.wait_event("position_update", x=90, y=55)
+    assert "up" not in camera.camera.received
+
+    snapshot = await treq.get(daemon.url + f"/snapshot.jpg?token={viewer_token}")
+    assert snapshot.code == 200
+    assert (await snapshot.content())[:2] == b"\xff\xd8"
+    not_here = await treq.get(daemon.url + f"/api/status?token={viewer_token}")
+    assert not_here.code == 401
+    wrong = await treq.get(daemon.url + "/api/status", headers=bearer("cpx_nonsense"))
+    assert wrong.code == 401
+
+    tokens = daemon.accounts.tokens
+    await tokens.revoke("ha", "home-assistant")
+    revoked = await treq.get(daemon.url + "/api/status", headers=bearer(viewer_token))
+    assert revoked.code == 401
+    await daemon.accounts.users.set_active("bot", False)
+    disabled = await treq.post(
+        daemon.url + "/api/servo", data=b'{"command":"down"}', headers=bearer(control_token)
+    )
+    assert disabled.code == 401

@@ -8,7 +8,8 @@ from typing import Any
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
+from twisted.internet.ssl import optionsForClientTLS
 
 
 class RecordingViewer(WebSocketClientProtocol):
@@ -79,14 +80,20 @@ class RecordingFactory(WebSocketClientFactory):
 
 
 async def connect_viewer(
-    reactor: Any, port: int, *, headers: dict[str, str] | None = None, path: str = "/ws"
+    reactor: Any,
+    port: int,
+    *,
+    headers: dict[str, str] | None = None,
+    path: str = "/ws",
+    trust: Any = None,
 ) -> RecordingViewer:
-    """Open a viewer socket to 127.0.0.1:port and wait for the handshake."""
-    factory = RecordingFactory(
-        url=f"ws://127.0.0.1:{port}{path}", headers=headers or {}, reactor=reactor
-    )
+    """Open a viewer socket to 127.0.0.1:port (``wss://localhost`` given a trust root)."""
+    url = f"wss://localhost:{port}{path}" if trust is not None else f"ws://127.0.0.1:{port}{path}"
+    factory = RecordingFactory(url=url, headers=headers or {}, reactor=reactor)
     factory.setProtocolOptions(failByDrop=False, openHandshakeTimeout=10)
-    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+    endpoint: Any = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+    if trust is not None:
+        endpoint = wrapClientTLS(optionsForClientTLS("localhost", trustRoot=trust), endpoint)
     viewer = await endpoint.connect(factory)
     assert isinstance(viewer, RecordingViewer)
     return await viewer.opened

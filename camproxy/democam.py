@@ -5,10 +5,14 @@ a list of :class:`Reply` out, each addressed to the sender or to all clients.
 :class:`DemoCameraFactory` serves it with Autobahn: it pushes a JPEG to every client each
 ``frame_interval`` while anyone is connected, broadcasts ``{"client_count":N}`` on every connect
 and disconnect, and closes clients over ``client_limit`` right after accepting them, as the
-firmware does. Its attributes are knobs for tests and fault injection.
+firmware does. Its attributes are knobs for tests and fault injection: a camera that is slow,
+silent, flapping, half-open, over its client limit, or that sends broken frames and garbage
+text (see :data:`FAULTS`). :func:`listen_black_hole` is a camera that accepts TCP connections
+and never answers the WebSocket handshake.
 
 Run it standalone with ``python -m camproxy.democam --listen tcp:8081:interface=127.0.0.1``;
-the camera is then ``ws://127.0.0.1:8081/ws``.
+the camera is then ``ws://127.0.0.1:8081/ws``. ``--fault NAME`` (and ``--getframe-delay``,
+``--flap-interval``) make it misbehave, to test a client against a flaky camera.
 """
 
 from __future__ import annotations
@@ -20,11 +24,15 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal, NoReturn, Protocol, TypeGuard
 
 import attrs
+import txaio
+from autobahn.exception import Disconnected
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
+from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Protocol as TCPProtocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.web.resource import Resource
@@ -39,6 +47,39 @@ STEP = 10
 _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
 
 Recipient = Literal["sender", "all"]
+
+FRAME_FAULTS = ("truncated", "not-jpeg", "huge")
+"""Faults that replace frames (pushed or answering ``getframe``) with a bad binary message."""
+TEXT_FAULTS = ("bad-utf8", "junk-json")
+"""Faults that send a garbage text message before every frame (the frame still follows)."""
+FAULTS = FRAME_FAULTS + TEXT_FAULTS
+"""Names the ``fault`` knob accepts (``None`` is a well-behaved camera)."""
+
+HUGE_FRAME_BYTES = 10 * 1024 * 1024
+NOT_JPEG = (
+    b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4,
+    b"GIF89a" + b"\x00" * 1000,
+    b"\x00" * 4096,
+    b"\xff\xd9 ends like a JPEG but does not start like one \xff\xd9",
+)
+"""Binary messages that are not JPEGs, sent in turn by the ``not-jpeg`` fault."""
+BAD_UTF8 = b"\xff\xfe not UTF-8: \xc3\x28 \xed\xa0\x80 \xf8\x88\x80\x80\x80"
+"""A text message that is not valid UTF-8, as a buggy firmware might send."""
+JUNK_JSON = (
+    '{"x":',
+    '{"x":"90","y":true}',
+    "[90,45]",
+    "null",
+    '{"x":1.5,"y":2}',
+    '{"x":1e999,"y":NaN}',
+    '{"x":' + "9" * 5000 + ',"y":1}',
+    '{"min_x":0,"max_x":"wide","min_y":0,"max_y":90}',
+    '{"min_x":180,"max_x":0,"min_y":0,"max_y":90}',
+    '{"client_count":-1.5}',
+    "[" * 100_000,
+    '{"a":' * 50_000,
+)
+"""Text a broken camera might send: cut off, mistyped, absurd, or nested past any parser."""
 
 
 @attrs.frozen
@@ -195,6 +236,14 @@ class DemoClient(Protocol):
 class DemoCameraProtocol(WebSocketServerProtocol):
     """One client of the demo camera; forwards everything to its factory."""
 
+    #: Autobahn's own messages about the camera's clients, under the camera's namespace.
+    log = txaio.make_logger()  # type: ignore[attr-defined]
+
+    def onPing(self, payload: bytes) -> None:
+        # Autobahn answers pings itself; a half-open link is one that never does.
+        if not self.factory.half_open:
+            super().onPing(payload)
+
     def onOpen(self) -> None:
         self.factory.client_opened(self)
 
@@ -218,8 +267,26 @@ class DemoCameraFactory(WebSocketServerFactory):
     - ``getframe_delay``: seconds, on the reactor's clock, before ``getframe`` is answered.
     - ``camera.frame_source``: replaces the test pattern (also the ``frame_source`` keyword).
 
+    Fault injection (all off by default):
+
+    - ``fault``: one of :data:`FAULTS`, or None. ``truncated`` cuts every frame in half (it
+      starts ``FF D8`` but never ends ``FF D9``); ``not-jpeg`` sends other binaries instead
+      (:data:`NOT_JPEG`); ``huge`` sends each client one 10 MiB binary shaped like a JPEG as
+      its next frame, then normal frames (so the camera never buffers more than one for a
+      client that stopped reading); ``bad-utf8`` sends a text message that is not UTF-8 and
+      ``junk-json`` one of :data:`JUNK_JSON` before every frame.
+    - ``flap_interval``: seconds; while any client is connected, abort every connection
+      this often (a camera whose WiFi keeps dropping). None: never.
+    - ``half_open``: keep every TCP connection but send nothing at all, frames, answers and
+      pongs included, as when the camera vanished without a FIN. Messages are still recorded.
+    - For a camera that refuses connections, set ``client_limit=0``; for one that never
+      answers ``getframe``, ``answer_getframe=False`` and ``push_frames=False``; for one
+      that accepts TCP but never completes the handshake, see :func:`listen_black_hole`.
+
     Records: ``received`` holds every text message received, in order, and
-    ``received_binary`` every binary one (the firmware treats those as text too).
+    ``received_binary`` every binary one (the firmware treats those as text too);
+    ``faults_sent`` counts the bad messages sent because of ``fault``, ``connects`` the
+    clients ever accepted and ``refusals`` those closed over ``client_limit``.
     """
 
     protocol = DemoCameraProtocol
@@ -236,6 +303,9 @@ class DemoCameraFactory(WebSocketServerFactory):
         answer_getframe: bool = True,
         getframe_delay: float = 0.0,
         frame_source: Callable[[], bytes | None] | None = None,
+        fault: str | None = None,
+        flap_interval: float | None = None,
+        half_open: bool = False,
     ) -> None:
         super().__init__(reactor=reactor)
         self.setProtocolOptions(failByDrop=False, webStatus=False)
@@ -258,6 +328,16 @@ class DemoCameraFactory(WebSocketServerFactory):
         self._pending: dict[DemoClient, set[Any]] = {}
         self._loop: LoopingCall | None = None
         self._count_waiters: list[tuple[int, Deferred[None]]] = []
+        self.half_open = half_open
+        self.faults_sent = 0
+        self.connects = 0
+        self.refusals = 0
+        self._fault: str | None = None
+        self._huge_sent: set[DemoClient] = set()
+        self.fault = fault
+        self._flap_interval: float | None = None
+        self._flap_loop: LoopingCall | None = None
+        self.flap_interval = flap_interval
 
     @property
     def clients(self) -> Sequence[DemoClient]:
@@ -287,6 +367,31 @@ class DemoCameraFactory(WebSocketServerFactory):
         self._push_frames = enabled
         self._update_pushing(now=True)
 
+    @property
+    def fault(self) -> str | None:
+        """The bad messages sent with or instead of frames: a name from :data:`FAULTS`."""
+        return self._fault
+
+    @fault.setter
+    def fault(self, name: str | None) -> None:
+        if name is not None and name not in FAULTS:
+            raise ValueError(f"unknown fault {name!r}; known: {', '.join(FAULTS)}")
+        self._fault = name
+        self._huge_sent.clear()
+
+    @property
+    def flap_interval(self) -> float | None:
+        """Seconds between dropping every connection, or None for a steady link."""
+        return self._flap_interval
+
+    @flap_interval.setter
+    def flap_interval(self, seconds: float | None) -> None:
+        self._flap_interval = None if seconds is None else _positive(seconds)
+        if self._flap_loop is not None:
+            self._flap_loop.stop()
+            self._flap_loop = None
+        self._update_flapping()
+
     def when_clients(self, count: int) -> Deferred[None]:
         """A Deferred that fires once exactly ``count`` clients are connected (now or later).
 
@@ -311,13 +416,16 @@ class DemoCameraFactory(WebSocketServerFactory):
         if len(self._clients) >= self.client_limit:
             self._log.info("Client limit reached, closing connection.")
             self._refused.append(client)
+            self.refusals += 1
             client.sendClose()
             return
         self._clients.append(client)
+        self.connects += 1
         self._pending[client] = set()
         self._log.info("Client connected ({count} now)", count=len(self._clients))
         self._broadcast_client_count()
         self._update_pushing(now=True)
+        self._update_flapping()
         self._notify_count()
 
     def client_closed(self, client: DemoClient) -> None:
@@ -326,6 +434,7 @@ class DemoCameraFactory(WebSocketServerFactory):
             self._refused.remove(client)
         elif client in self._clients:
             self._clients.remove(client)
+            self._huge_sent.discard(client)
             for call in self._pending.pop(client, set()):
                 if call.active():
                     call.cancel()
@@ -335,6 +444,7 @@ class DemoCameraFactory(WebSocketServerFactory):
         # The firmware announces every disconnect, a refused client's included.
         self._broadcast_client_count()
         self._update_pushing(now=False)
+        self._update_flapping()
         self._notify_count()
 
     def message_received(self, client: DemoClient, payload: bytes, isBinary: bool) -> None:
@@ -369,12 +479,67 @@ class DemoCameraFactory(WebSocketServerFactory):
         for reply in replies:
             targets = self._clients if reply.to == "all" else [sender]
             for target in list(targets):
-                _send(target, reply.payload)
+                if isinstance(reply.payload, bytes):
+                    self._send_frame(target, reply.payload)
+                else:
+                    self._send(target, reply.payload.encode("utf-8"), binary=False)
 
     def _broadcast_client_count(self) -> None:
         self.camera.client_count = len(self._clients)
+        message = client_count_json(self.camera.client_count).encode("utf-8")
         for client in list(self._clients):
-            _send(client, client_count_json(self.camera.client_count))
+            self._send(client, message, binary=False)
+
+    def _send_frame(self, client: DemoClient, frame: bytes) -> None:
+        """Send one frame to ``client``, or what the ``fault`` knob sends with or instead of it."""
+        fault = self._fault
+        if fault == "truncated":
+            cut = frame[: max(2, len(frame) // 2)]
+            self._send_fault(client, cut[:-1] if cut.endswith(b"\xff\xd9") else cut, True)
+        elif fault == "not-jpeg":
+            self._send_fault(client, NOT_JPEG[self.faults_sent % len(NOT_JPEG)], True)
+        elif fault == "huge" and client not in self._huge_sent:
+            self._huge_sent.add(client)
+            padding = b"\x00" * (HUGE_FRAME_BYTES - 4)
+            self._send_fault(client, b"\xff\xd8" + padding + b"\xff\xd9", True)
+        else:
+            if fault == "bad-utf8":
+                self._send_fault(client, BAD_UTF8, False)
+            elif fault == "junk-json":
+                junk = JUNK_JSON[self.faults_sent % len(JUNK_JSON)]
+                self._send_fault(client, junk.encode("utf-8"), False)
+            self._send(client, frame, binary=True)
+
+    def _send_fault(self, client: DemoClient, payload: bytes, binary: bool) -> None:
+        if self._send(client, payload, binary=binary):
+            self.faults_sent += 1
+
+    def _send(self, client: DemoClient, payload: bytes, *, binary: bool) -> bool:
+        """Send one message unless the link is half-open; False if nothing was sent."""
+        if self.half_open:
+            return False
+        try:
+            client.sendMessage(payload, isBinary=binary)
+        except Disconnected:
+            # Closing already (e.g. the client failed the connection); the firmware's
+            # send would fail just the same, and the push loop must go on for the rest.
+            return False
+        return True
+
+    def _update_flapping(self) -> None:
+        wanted = self._flap_interval is not None and bool(self._clients)
+        if wanted and self._flap_loop is None:
+            assert self._flap_interval is not None
+            self._flap_loop = LoopingCall(self._flap)
+            self._flap_loop.clock = self.clock
+            self._flap_loop.start(self._flap_interval, now=False)
+        elif not wanted and self._flap_loop is not None:
+            self._flap_loop.stop()
+            self._flap_loop = None
+
+    def _flap(self) -> None:
+        self._log.info("Flapping: dropping {count} clients", count=len(self._clients))
+        self.drop_all()
 
     def _update_pushing(self, now: bool) -> None:
         wanted = self._push_frames and bool(self._clients)
@@ -398,7 +563,7 @@ class DemoCameraFactory(WebSocketServerFactory):
         if frame is None:
             return
         for client in list(self._clients):
-            client.sendMessage(frame, isBinary=True)
+            self._send_frame(client, frame)
 
     def _notify_count(self) -> None:
         if self._refused:
@@ -410,16 +575,9 @@ class DemoCameraFactory(WebSocketServerFactory):
             waiter.callback(None)
 
 
-def _send(client: DemoClient, payload: str | bytes) -> None:
-    if isinstance(payload, bytes):
-        client.sendMessage(payload, isBinary=True)
-    else:
-        client.sendMessage(payload.encode("utf-8"), isBinary=False)
-
-
 def _positive(seconds: float) -> float:
     if not seconds > 0:
-        raise ValueError(f"frame_interval must be positive, not {seconds!r}")
+        raise ValueError(f"an interval must be positive, not {seconds!r}")
     return seconds
 
 
@@ -470,6 +628,55 @@ def listen_demo_camera(
     """
     factory = DemoCameraFactory(reactor, **knobs)
     listening = serverFromString(reactor, endpoint_description).listen(demo_site(factory))
+    return listening.addCallback(lambda port: (port, factory))
+
+
+class _BlackHoleConnection(TCPProtocol):
+    factory: BlackHoleFactory
+
+    def connectionMade(self) -> None:
+        self.factory.connections.add(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.factory.bytes_received += len(data)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.factory.connections.discard(self)
+
+
+class BlackHoleFactory(Factory[_BlackHoleConnection]):
+    """Accepts TCP connections, reads everything and never answers: a hung camera.
+
+    From the outside it looks like a camera whose network stack is alive but whose web
+    server is stuck, so a WebSocket client's opening handshake never completes.
+    """
+
+    protocol = _BlackHoleConnection
+
+    def __init__(self) -> None:
+        self.connections: set[_BlackHoleConnection] = set()
+        self.bytes_received = 0
+        self.accepted = 0
+
+    def buildProtocol(self, addr: Any) -> _BlackHoleConnection | None:
+        self.accepted += 1
+        built = super().buildProtocol(addr)
+        assert built is None or isinstance(built, _BlackHoleConnection)
+        return built
+
+    def drop_all(self) -> None:
+        """Abort every open connection."""
+        for connection in list(self.connections):
+            assert connection.transport is not None
+            connection.transport.abortConnection()  # type: ignore[attr-defined]
+
+
+def listen_black_hole(
+    reactor: Any, endpoint_description: str
+) -> Deferred[tuple[IListeningPort, BlackHoleFactory]]:
+    """Listen with a :class:`BlackHoleFactory`; stop it with ``drop_all`` and ``stopListening``."""
+    factory = BlackHoleFactory()
+    listening = serverFromString(reactor, endpoint_description).listen(factory)
     return listening.addCallback(lambda port: (port, factory))
 
 
@@ -546,22 +753,82 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--quality", type=_quality, default=70, metavar="Q", help="JPEG quality (default: 70)"
     )
+    parser.add_argument(
+        "--fault",
+        choices=CLI_FAULTS,
+        metavar="NAME",
+        help="misbehave: " + "; ".join(f"{name}: {what}" for name, what in CLI_FAULTS.items()),
+    )
+    parser.add_argument(
+        "--getframe-delay",
+        type=_non_negative_float,
+        default=0.0,
+        metavar="SECONDS",
+        help="answer getframe this late (default: at once)",
+    )
+    parser.add_argument(
+        "--flap-interval",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="drop every connection this often (default: never)",
+    )
     return parser.parse_args(argv)
+
+
+CLI_FAULTS = {
+    "truncated": "frames cut in half",
+    "not-jpeg": "binary messages that are not JPEGs instead of frames",
+    "huge": "a 10 MiB binary as each client's next frame",
+    "bad-utf8": "a text message that is not UTF-8 before every frame",
+    "junk-json": "garbage JSON text before every frame",
+    "silent": "never answer getframe nor push frames",
+    "half-open": "keep connections but send nothing, not even pongs",
+    "refuse": "close every client at once (client limit reached)",
+    "black-hole": "accept TCP connections, never answer the WebSocket handshake",
+}
+"""``--fault`` names: :data:`FAULTS` and the other knobs, by what they look like from outside."""
+
+
+def _non_negative_float(text: str) -> float:
+    value = _number(float, text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text}")
+    return value
+
+
+def _factory_knobs(args: argparse.Namespace) -> dict[str, Any]:
+    """:class:`DemoCameraFactory` keywords for the command line's options."""
+    knobs: dict[str, Any] = {
+        "frame_interval": args.frame_interval,
+        "client_limit": args.client_limit,
+        "getframe_delay": args.getframe_delay,
+        "flap_interval": args.flap_interval,
+    }
+    if args.fault in FAULTS:
+        knobs["fault"] = args.fault
+    elif args.fault == "silent":
+        knobs.update(answer_getframe=False, push_frames=False)
+    elif args.fault == "half-open":
+        knobs["half_open"] = True
+    elif args.fault == "refuse":
+        knobs["client_limit"] = 0
+    return knobs
 
 
 async def _serve(reactor: Any, endpoint: Any, args: argparse.Namespace) -> None:
     log = Logger(namespace="camproxy.democam")
     camera = DemoCamera(width=args.size[0], height=args.size[1], quality=args.quality)
-    factory = DemoCameraFactory(
-        reactor, camera=camera, frame_interval=args.frame_interval, client_limit=args.client_limit
-    )
+    factory = DemoCameraFactory(reactor, camera=camera, **_factory_knobs(args))
+    site: Any = BlackHoleFactory() if args.fault == "black-hole" else demo_site(factory)
     try:
-        port: Any = await endpoint.listen(demo_site(factory))
+        port: Any = await endpoint.listen(site)
     except Exception as error:
         log.error("Cannot listen on {listen}: {error}", listen=args.listen, error=error)
         raise SystemExit(1) from None
     address: Any = port.getHost()
     log.info("Demo camera at ws://{host}:{port}/ws", host=address.host, port=address.port)
+    if args.fault is not None:
+        log.info("Fault: {fault} ({what})", fault=args.fault, what=CLI_FAULTS[args.fault])
     await Deferred()
 
 

@@ -10,19 +10,29 @@ from typing import Any
 import pytest
 import pytest_twisted
 import treq
+from autobahn.exception import Disconnected
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image, ImageChops, ImageStat
+from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.task import Clock
 
 from camproxy.democam import (
+    CLI_FAULTS,
+    FAULTS,
+    HUGE_FRAME_BYTES,
+    JUNK_JSON,
     OUT_OF_BOUNDS,
     DemoCamera,
     DemoCameraFactory,
+    DemoCameraProtocol,
     Reply,
+    _factory_knobs,
+    _parse_args,
+    listen_black_hole,
     listen_demo_camera,
     main,
 )
@@ -439,6 +449,157 @@ def test_drop_all_and_when_clients() -> None:
     assert clock.getDelayedCalls() == []
 
 
+# --- fault injection -----------------------------------------------------------------------
+
+
+class WireClient(FakeClient):
+    """Records every message as sent, bytes and all; can refuse to send like a closing socket."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.wire: list[tuple[bytes, bool]] = []
+        self.closing = False
+
+    def sendMessage(self, payload: bytes, isBinary: bool = False) -> None:
+        if self.closing:
+            raise Disconnected("Attempt to send on a closed protocol")
+        self.wire.append((payload, isBinary))
+
+
+FAKE_JPEG = b"\xff\xd8" + b"\x01" * 100 + b"\xff\xd9"
+
+
+def _jpeg_factory(clock: Clock, **knobs: Any) -> DemoCameraFactory:
+    return DemoCameraFactory(clock, frame_source=lambda: FAKE_JPEG, **knobs)
+
+
+def _sent_after_connect(client: WireClient) -> list[tuple[bytes, bool]]:
+    return [(p, b) for p, b in client.wire if p != b'{"client_count":1}']
+
+
+@pytest.mark.parametrize("fault", ["truncated", "not-jpeg"])
+def test_frame_faults_replace_every_frame_pushed_or_requested(fault: str) -> None:
+    clock = Clock()
+    factory = _jpeg_factory(clock, fault=fault)
+    client = WireClient()
+    factory.client_opened(client)  # pushes one at once
+    factory.message_received(client, b"getframe", False)
+    clock.advance(0.15)
+    sent = _sent_after_connect(client)
+    assert len(sent) == 3 and factory.faults_sent == 3
+    assert all(binary and not _is_jpeg(payload) for payload, binary in sent)
+    factory.fault = None
+    factory.message_received(client, b"getframe", False)
+    assert _is_jpeg(client.wire[-1][0])
+    factory.client_closed(client)
+
+
+def test_huge_fault_sends_each_client_one_huge_frame() -> None:
+    clock = Clock()
+    factory = _jpeg_factory(clock, push_frames=False)
+    first, second = WireClient(), WireClient()
+    factory.client_opened(first)
+    factory.fault = "huge"
+    factory.message_received(first, b"getframe", False)
+    factory.message_received(first, b"getframe", False)
+    huge, normal = first.wire[-2][0], first.wire[-1][0]
+    assert len(huge) == HUGE_FRAME_BYTES and _is_jpeg(huge)
+    assert len(normal) == 104
+    factory.client_opened(second)
+    factory.message_received(second, b"getframe", False)
+    assert len(second.wire[-1][0]) == HUGE_FRAME_BYTES
+    assert factory.faults_sent == 2
+
+
+@pytest.mark.parametrize("fault", ["bad-utf8", "junk-json"])
+def test_text_faults_go_before_every_frame(fault: str) -> None:
+    clock = Clock()
+    factory = _jpeg_factory(clock, push_frames=False, fault=fault)
+    client = WireClient()
+    factory.client_opened(client)
+    for _ in range(len(JUNK_JSON)):
+        factory.message_received(client, b"getframe", False)
+    sent = _sent_after_connect(client)
+    texts = [payload for payload, binary in sent if not binary]
+    frames = [payload for payload, binary in sent if binary]
+    assert len(texts) == len(frames) == len(JUNK_JSON)
+    assert all(_is_jpeg(frame) for frame in frames)
+    if fault == "bad-utf8":
+        with pytest.raises(UnicodeDecodeError):
+            texts[0].decode("utf-8")
+    else:
+        assert {t.decode() for t in texts} == set(JUNK_JSON)
+
+
+def test_unknown_faults_and_intervals_are_refused() -> None:
+    clock = Clock()
+    with pytest.raises(ValueError, match="unknown fault"):
+        _jpeg_factory(clock, fault="gremlins")
+    factory = _jpeg_factory(clock)
+    with pytest.raises(ValueError):
+        factory.fault = "gremlins"
+    with pytest.raises(ValueError):
+        factory.flap_interval = 0
+
+
+def test_flapping_drops_every_client_each_interval_while_any_is_connected() -> None:
+    clock = Clock()
+    factory = _jpeg_factory(clock, push_frames=False, flap_interval=1.0)
+    assert clock.getDelayedCalls() == []
+    client = FakeClient()
+    factory.client_opened(client)
+    clock.advance(0.9)
+    assert not client.dropped
+    clock.advance(0.1)
+    assert client.dropped
+    factory.client_closed(client)
+    assert clock.getDelayedCalls() == []
+    again = FakeClient()
+    factory.client_opened(again)
+    factory.flap_interval = None
+    clock.advance(5.0)
+    assert not again.dropped
+    assert clock.getDelayedCalls() == []
+
+
+def test_half_open_sends_nothing_and_swallows_pings() -> None:
+    clock = Clock()
+    factory = _jpeg_factory(clock, half_open=True)
+    client = WireClient()
+    factory.client_opened(client)
+    factory.message_received(client, b"get_pos", False)
+    factory.message_received(client, b"getframe", False)
+    clock.advance(1.0)
+    assert client.wire == []
+    assert factory.received == ["get_pos", "getframe"]
+
+    pongs: list[bytes] = []
+    protocol = DemoCameraProtocol()
+    protocol.factory = factory
+    protocol.state = protocol.STATE_OPEN
+    protocol.sendPong = pongs.append  # type: ignore[method-assign,assignment]
+    protocol.onPing(b"ping")
+    assert pongs == []
+    factory.half_open = False
+    protocol.onPing(b"ping")
+    assert pongs == [b"ping"]
+    factory.client_closed(client)
+
+
+def test_a_closing_client_does_not_stop_the_push_loop() -> None:
+    clock = Clock()
+    factory = _jpeg_factory(clock, frame_interval=0.1)
+    closing, healthy = WireClient(), WireClient()
+    factory.client_opened(closing)
+    factory.client_opened(healthy)
+    closing.closing = True
+    clock.pump([0.1] * 3)
+    assert sum(binary for _, binary in healthy.wire) == 3
+    factory.client_closed(closing)
+    factory.client_closed(healthy)
+    assert clock.getDelayedCalls() == []
+
+
 # --- a real server on loopback ---------------------------------------------------------------
 
 
@@ -620,6 +781,25 @@ async def test_index_page_is_served() -> None:
         await port.stopListening()
 
 
+@pytest_twisted.ensureDeferred
+async def test_black_hole_accepts_and_never_answers() -> None:
+    reactor = _reactor()
+    port, hole = await listen_black_hole(reactor, "tcp:0:interface=127.0.0.1")
+    number: int = port.getHost().port  # type: ignore[attr-defined]
+    try:
+        factory = WebSocketClientFactory(f"ws://127.0.0.1:{number}/ws", reactor=reactor)
+        factory.protocol = Client
+        factory.setProtocolOptions(openHandshakeTimeout=1.0)
+        endpoint: Any = TCP4ClientEndpoint(reactor, "127.0.0.1", number)
+        client: Client = await endpoint.connect(factory)
+        await client.closed.addTimeout(5.0, reactor)  # the handshake timed out
+        assert not client.opened.called
+        assert hole.accepted == 1 and hole.bytes_received > 0
+    finally:
+        hole.drop_all()
+        await defer.maybeDeferred(port.stopListening)
+
+
 # --- the command line ------------------------------------------------------------------------
 
 
@@ -633,6 +813,9 @@ async def test_index_page_is_served() -> None:
         ["--quality", "100"],
         ["--bogus"],
         ["--listen", "nonsense:1"],
+        ["--fault", "gremlins"],
+        ["--flap-interval", "0"],
+        ["--getframe-delay", "-1"],
     ],
 )
 def test_bad_options_exit_2_with_one_line(
@@ -644,3 +827,24 @@ def test_bad_options_exit_2_with_one_line(
     error = capsys.readouterr().err
     assert error.count("\n") == 1
     assert "error" in error
+
+
+@pytest.mark.parametrize(
+    ("fault", "knobs"),
+    [
+        ("truncated", {"fault": "truncated"}),
+        ("junk-json", {"fault": "junk-json"}),
+        ("silent", {"answer_getframe": False, "push_frames": False}),
+        ("half-open", {"half_open": True}),
+        ("refuse", {"client_limit": 0}),
+    ],
+)
+def test_fault_option_sets_the_knobs(fault: str, knobs: dict[str, Any]) -> None:
+    chosen = _factory_knobs(_parse_args(["--fault", fault, "--flap-interval", "3"]))
+    assert chosen.items() >= {**knobs, "flap_interval": 3.0}.items()
+    DemoCameraFactory(Clock(), **chosen)  # they are all keywords it takes
+
+
+def test_every_fault_option_is_explained() -> None:
+    assert set(FAULTS) < set(CLI_FAULTS)
+    assert {"silent", "half-open", "refuse", "black-hole"} <= set(CLI_FAULTS)

@@ -14,6 +14,7 @@ from treq.client import HTTPClient
 from twisted.internet.ssl import Certificate
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS
 
+from camproxy.democam import listen_demo_camera
 from camproxy.handshake import SESSION_COOKIE
 from tests.browserlike import Browser
 from tests.certs import make_self_signed
@@ -62,10 +63,7 @@ async def test_wss_camera_checked_against_a_private_ca(
     reactor: Any, demo_camera_factory: Any, daemon_factory: Any, tmp_path: Path
 ) -> None:
     files = make_self_signed(tmp_path)
-    other = make_self_signed(
-        tmp_path / "other" if (tmp_path / "other").mkdir() is None else tmp_path
-    )
-    from camproxy.democam import listen_demo_camera
+    other = make_self_signed(tmp_path, name="other")
 
     port, factory = await listen_demo_camera(reactor, files.endpoint())
     try:

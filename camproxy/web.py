@@ -58,6 +58,7 @@ SECURITY_HEADERS = {
     b"Referrer-Policy": b"same-origin",
 }
 GENERIC_LOGIN_ERROR = "Invalid username or password."
+MESSAGES = {"revoked": "Token revoked."}
 
 ADMIN_MESSAGES = {
     "added": "User {user} created.",
@@ -454,6 +455,91 @@ class CamProxyWeb:
     @app.handle_errors(NotFound)
     def not_found(self, request: IRequest, failure: Any) -> bytes:
         return self.error_page(request, 404, "There is nothing here.")
+
+    # -- API tokens: each user their own, admins all -------------------------------------
+
+    async def tokens_page(
+        self,
+        request: IRequest,
+        session: Session,
+        code: int = 200,
+        **extra: Any,
+    ) -> bytes:
+        tokens = self.deps.accounts.tokens
+        assert tokens is not None
+        listed = await tokens.list(None if session.is_admin else session.username)
+        return self.render(
+            request,
+            "tokens.html",
+            code,
+            tokens=listed,
+            csrf_token=self.deps.csrf.issue(session.id),
+            current_user=session.username,
+            is_admin=session.is_admin,
+            can_control=session.may_control,
+            **{"new_token": None, "new_token_name": None, "message": None, "error": None, **extra},
+        )
+
+    async def token_session(self, request: IRequest, *, post: bool) -> Session | bytes:
+        session = await self.current_session(request)
+        if session is None:
+            return self.redirect(request, "/login?next=/tokens")
+        if post and (
+            self.cross_site(request)
+            or not self.deps.csrf.valid(form_value(request, "csrf_token"), session.id)
+        ):
+            return self.error_page(request, 403, "The form expired; reload the page.")
+        return session
+
+    @app.route("/tokens", methods=["GET", "HEAD"])
+    async def tokens(self, request: IRequest) -> bytes:
+        session = await self.token_session(request, post=False)
+        if isinstance(session, bytes):
+            return session
+        return await self.tokens_page(
+            request, session, message=MESSAGES.get(form_value(request, "done"))
+        )
+
+    @app.route("/tokens/add", methods=["POST"])
+    async def token_add(self, request: IRequest) -> bytes:
+        session = await self.token_session(request, post=True)
+        if isinstance(session, bytes):
+            return session
+        tokens = self.deps.accounts.tokens
+        assert tokens is not None
+        name = form_value(request, "name").strip()
+        scope = form_value(request, "scope") or "view"
+        if scope == "control" and not session.may_control:
+            return await self.tokens_page(
+                request, session, 403, error="You may not control the camera, so no control token."
+            )
+        try:
+            record, secret = await tokens.create(session.username, name, scope)
+        except (AccountError, ValueError) as problem:
+            return await self.tokens_page(request, session, 400, error=str(problem))
+        self.log.info(
+            "{user!r} created API token {name!r}", user=session.username, name=record.name
+        )
+        # Shown in this response only: never in a URL, never again.
+        return await self.tokens_page(
+            request, session, new_token=secret, new_token_name=record.name
+        )
+
+    @app.route("/tokens/revoke", methods=["POST"])
+    async def token_revoke(self, request: IRequest) -> bytes:
+        session = await self.token_session(request, post=True)
+        if isinstance(session, bytes):
+            return session
+        tokens = self.deps.accounts.tokens
+        assert tokens is not None
+        owner = form_value(request, "user") or session.username
+        if owner.lower() != session.username.lower() and not session.is_admin:
+            return self.error_page(request, 403, "You may revoke only your own tokens.")
+        try:
+            await tokens.revoke(owner, form_value(request, "name"))
+        except AccountError as problem:
+            return await self.tokens_page(request, session, 400, error=str(problem))
+        return self.redirect(request, "/tokens?done=revoked", 303)
 
     # -- static files -----------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import socket
 import subprocess
 from email.message import Message
 from email.parser import BytesParser
@@ -14,13 +15,14 @@ import pytest
 import pytest_twisted
 import treq
 from PIL import Image
-from twisted.internet import defer, threads
+from twisted.internet import defer, task, threads
 from twisted.internet.protocol import Protocol
 
 from camproxy.handshake import SESSION_COOKIE
 from camproxy.mjpeg import BOUNDARY
 from tests.browserlike import Browser
 from tests.conftest import PASSWORD
+from tests.wsclient import close_viewer
 
 
 class PartCollector(Protocol):
@@ -291,3 +293,99 @@ async def test_tokens_scopes_query_parameter_and_revocation(
         daemon.url + "/api/servo", data=b'{"command":"down"}', headers=bearer(control_token)
     )
     assert disabled.code == 401
+
+
+@pytest_twisted.ensureDeferred
+async def test_tokens_page_shows_a_new_token_once_and_admins_see_all(
+    demo_camera_factory: Any, daemon_factory: Any
+) -> None:
+    camera = await demo_camera_factory()
+    daemon = await daemon_factory(camera_url=camera.url)
+    alice = await logged_in(daemon, "alice")
+    watcher = await logged_in(daemon, "watcher", control=False)
+    root = await logged_in(daemon, "root", admin=True)
+
+    page = await alice.get("/tokens")
+    assert page.code == 200
+    created = await alice.post(
+        "/tokens/add", {"name": "ha", "scope": "view", "csrf_token": page.csrf_token}
+    )
+    assert created.code == 200
+    secret = created.text.split('id="new-token" class="token">')[1].split("<")[0]
+    assert secret.startswith("cpx_")
+    again = await alice.get("/tokens")
+    assert secret not in again.text and "ha" in again.text
+    status = await treq.get(
+        daemon.url + "/api/status", headers={"Authorization": f"Bearer {secret}"}
+    )
+    assert status.code == 200
+
+    refused = await watcher.post(
+        "/tokens/add",
+        {"name": "x", "scope": "control", "csrf_token": (await watcher.get("/tokens")).csrf_token},
+    )
+    assert refused.code == 403
+    forged = await alice.post("/tokens/add", {"name": "y", "scope": "view"})
+    assert forged.code == 403
+
+    admin_view = await root.get("/tokens")
+    assert "alice" in admin_view.text and "ha" in admin_view.text
+    not_yours = await watcher.post(
+        "/tokens/revoke",
+        {"user": "alice", "name": "ha", "csrf_token": (await watcher.get("/tokens")).csrf_token},
+    )
+    assert not_yours.code == 403
+    revoked = await root.post(
+        "/tokens/revoke", {"user": "alice", "name": "ha", "csrf_token": admin_view.csrf_token}
+    )
+    assert revoked.code == 303
+    status = await treq.get(
+        daemon.url + "/api/status", headers={"Authorization": f"Bearer {secret}"}
+    )
+    assert status.code == 401
+
+
+def open_stalled_stream(port: int, cookie: str) -> socket.socket:
+    """An MJPEG client with a tiny receive window that stops reading after the headers."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(
+        f"GET /stream.mjpg HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nCookie: {cookie}\r\n\r\n".encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)
+    assert head.startswith(b"HTTP/1.1 200"), head
+    return sock
+
+
+@pytest.mark.slow
+@pytest_twisted.ensureDeferred
+async def test_a_stalled_mjpeg_client_neither_grows_memory_nor_slows_websockets(
+    reactor: Any, demo_camera_factory: Any, daemon_factory: Any
+) -> None:
+    from tests.test_slow_viewer import buffered_bytes
+
+    camera = await demo_camera_factory(push_frames=False)
+    daemon = await daemon_factory(camera_url=camera.url, max_fps=25)
+    browser = await logged_in(daemon)
+    fast = await daemon.viewer("fast")
+    await fast.wait_frames(3)
+    cookie = session_headers(browser)["Cookie"]
+    stalled = await threads.deferToThread(open_stalled_stream, daemon.port, cookie)
+    await fast.wait_for(lambda v: daemon.hub.viewer_count == 2)
+    from camproxy.mjpeg import MjpegViewer
+
+    (mjpeg,) = [v for v in daemon.hub._viewers if isinstance(v, MjpegViewer)]
+    received_before, fast_before = daemon.hub.stats.frames_received, len(fast.frames)
+    peak = 0
+    for _ in range(50):  # 5 s
+        await task.deferLater(reactor, 0.1, lambda: None)
+        peak = max(peak, buffered_bytes(mjpeg._request.channel.transport))
+    camera_frames = daemon.hub.stats.frames_received - received_before
+    assert len(fast.frames) - fast_before >= camera_frames - 2
+    assert mjpeg.frames.frames_skipped > 0
+    assert peak <= 3 * len(fast.frames[-1]) + 65536
+    stalled.close()
+    await close_viewer(fast)

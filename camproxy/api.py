@@ -193,6 +193,8 @@ class IntegrationApi:
 
     @app.handle_errors(MethodNotAllowed)
     def not_allowed(self, request: IRequest, failure: Any) -> bytes:
+        allowed = getattr(failure.value, "valid_methods", None) or []
+        request.setHeader(b"Allow", ", ".join(sorted(allowed)).encode())
         return json_response(request, 405, {"error": "method not allowed"})
 
     @app.route("/api/openapi.json", methods=["GET"])

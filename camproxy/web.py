@@ -410,7 +410,10 @@ class CamProxyWeb:
 
     @app.route("/admin/users/<name>/<change>", methods=["POST"])
     async def admin_change(self, request: IRequest, name: str, change: str) -> bytes:
-        flag = form_value(request, {"active": "active", "admin": "is_admin"}.get(change, change))
+        flag = form_value(
+            request,
+            {"active": "active", "admin": "is_admin", "control": "can_control"}.get(change, change),
+        )
         on = flag in ("1", "on", "true")
         users = self.deps.accounts.users
 

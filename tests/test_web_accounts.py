@@ -295,6 +295,8 @@ async def test_admin_page(demo_camera_factory: Any, daemon_factory: Any) -> None
 
     for path, field in [
         ("/admin/users/newbie/control", {"can_control": "0"}),
+        ("/admin/users/newbie/control", {"can_control": "1"}),
+        ("/admin/users/newbie/control", {"can_control": "0"}),
         ("/admin/users/newbie/admin", {"is_admin": "1"}),
         ("/admin/users/newbie/password", {"password": "changed"}),
         ("/admin/users/newbie/active", {"active": "0"}),

@@ -199,4 +199,4 @@ class IntegrationApi:
 
     @app.route("/api/openapi.json", methods=["GET"])
     def openapi(self, request: IRequest) -> bytes:
-        return json_response(request, 200, openapi_document())
+        return json_response(request, 200, openapi_document(self.hub.limits))

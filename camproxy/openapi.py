@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from camproxy.firmware import Limits
+
 ERROR = {"$ref": "#/components/schemas/Error"}
 
 
@@ -47,7 +49,8 @@ def _command(summary: str, schema: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def openapi_document() -> dict[str, Any]:
+def openapi_document(limits: Limits) -> dict[str, Any]:
+    """The document for the camera's current limits, so valid positions are exact."""
     integer = {"type": "integer"}
     return {
         "openapi": "3.0.3",
@@ -95,7 +98,10 @@ def openapi_document() -> dict[str, Any]:
                 {
                     "type": "object",
                     "required": ["x", "y"],
-                    "properties": {"x": integer, "y": integer},
+                    "properties": {
+                        "x": {"type": "integer", "minimum": limits.min_x, "maximum": limits.max_x},
+                        "y": {"type": "integer", "minimum": limits.min_y, "maximum": limits.max_y},
+                    },
                 },
             ),
             "/api/light": _command(

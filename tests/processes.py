@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -61,20 +62,28 @@ def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
 def running(
     argv: list[str], env: Mapping[str, str] | None = None, cwd: Path | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Run a process for the duration of a ``with`` block, then stop it by its PID."""
-    process = subprocess.Popen(
-        argv,
-        env={**os.environ, **(env or {})},
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    """Run a process for the duration of a ``with`` block, then stop it by its PID.
+
+    Its output goes to a file (``process.log_path``), never to a pipe nobody reads: a
+    chatty daemon would block once the pipe's buffer is full.
+    """
+    with tempfile.NamedTemporaryFile(
+        prefix="camproxy-process-", suffix=".log", delete=False
+    ) as log:
+        process = subprocess.Popen(  # noqa: S603
+            argv,
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    process.log_path = Path(log.name)  # type: ignore[attr-defined]
     try:
         yield process
     finally:
         stop(process)
-        if process.stdout is not None:
-            process.stdout.close()
+        Path(log.name).unlink(missing_ok=True)
 
 
 def twistd(*args: str) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,10 +12,12 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
+from camproxy.firmware import Limits
 from camproxy.openapi import openapi_document
-from tests.processes import BIN, free_port, running, twistd, wait_for_health
+from tests.processes import BIN, free_port, get_json, running, twistd, wait_for_health
 
-schema = schemathesis.openapi.from_dict(openapi_document())
+# The demo camera's limits (as its get_limits reports them), which the daemon serves.
+schema = schemathesis.openapi.from_dict(openapi_document(Limits(0, 180, 0, 90)))
 
 
 @pytest.fixture(scope="module")
@@ -24,9 +27,12 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     database = str(directory / "db.sqlite")
 
     def cli(*args: str, stdin: str = "") -> str:
-        result = subprocess.run(  # noqa: S603
+        result = subprocess.run(
             [str(BIN / "camproxy"), *args, "--database", database],
-            input=stdin, capture_output=True, text=True, check=True,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         return result.stdout
 
@@ -36,6 +42,12 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     argv = twistd("--demo", "--listen", f"tcp:{port}:interface=127.0.0.1", "--database", database)
     with running(argv, cwd=directory) as daemon:
         wait_for_health(port, daemon)
+        expected = openapi_document(Limits(0, 180, 0, 90))
+        deadline = time.monotonic() + 10
+        # The camera's limits arrive just after it connects; no event crosses processes.
+        while get_json(f"http://127.0.0.1:{port}/api/openapi.json")[1] != expected:
+            assert time.monotonic() < deadline, "the daemon never served the demo's limits"
+            time.sleep(0.05)
         yield f"http://127.0.0.1:{port}", token
 
 

@@ -70,7 +70,7 @@ def running(
     with tempfile.NamedTemporaryFile(
         prefix="camproxy-process-", suffix=".log", delete=False
     ) as log:
-        process = subprocess.Popen(  # noqa: S603
+        process = subprocess.Popen(
             argv,
             env={**os.environ, **(env or {})},
             cwd=cwd,

@@ -23,14 +23,20 @@ def build_parser() -> argparse.ArgumentParser:
     add_user_commands(commands)
     add_token_commands(commands)
     add_db_commands(commands)
-    demo = commands.add_parser(
+    commands.add_parser(
         "democam", help="run the emulated RoboCam camera alone (for testing any client)"
     )
-    demo.add_argument("args", nargs=argparse.REMAINDER, help="options of the demo camera")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["democam"]:
+        # The demo camera parses its own options (see `camproxy democam --help`).
+        from camproxy.democam import main as democam_main
+
+        democam_main(argv[1:])
+        return 0
     args = build_parser().parse_args(argv)
     if args.command == "user":
         from camproxy.usercli import run_user_command
@@ -44,11 +50,6 @@ def main(argv: list[str] | None = None) -> int:
         from camproxy.dbcli import run_db_command
 
         return run_db_command(args)
-    if args.command == "democam":
-        from camproxy.democam import main as democam_main
-
-        democam_main(args.args)
-        return 0
     return 2
 
 

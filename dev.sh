@@ -16,7 +16,11 @@ ensure_venv() {
         "$VENV/bin/pip" install -q --upgrade pip
     fi
     # compat mode keeps twisted/plugins visible to Twisted's plugin scan.
-    "$VENV/bin/pip" install -q --config-settings editable_mode=compat -e ".$1"
+    if ! "$VENV/bin/pip" install -q --config-settings editable_mode=compat -e ".$1" \
+            > "$VENV/pip-install.log" 2>&1; then
+        cat "$VENV/pip-install.log" >&2
+        exit 1
+    fi
 }
 
 ensure_browser() {

@@ -55,7 +55,15 @@ class PartCollector(Protocol):
         )
         message = BytesParser().parsebytes(document)
         assert message.is_multipart()
-        return list(message.get_payload())  # type: ignore[arg-type]
+        return list(message.get_payload())
+
+
+#: treq's header mapping type.
+Headers = dict[bytes | str, bytes | str]
+
+
+def bearer_header(token: str) -> Headers:
+    return {"Authorization": f"Bearer {token}"}
 
 
 async def logged_in(daemon: Any, name: str = "alice", **flags: Any) -> Browser:
@@ -65,7 +73,7 @@ async def logged_in(daemon: Any, name: str = "alice", **flags: Any) -> Browser:
     return browser
 
 
-def session_headers(browser: Browser) -> dict[str, str]:
+def session_headers(browser: Browser) -> Headers:
     return {"Cookie": f"{SESSION_COOKIE}={browser.cookie(SESSION_COOKIE)}"}
 
 
@@ -153,8 +161,8 @@ async def test_rest_with_a_session_needs_the_csrf_header(
     await watcher.wait_event("position_update")
     page = await browser.get("/")
     token = page.csrf_token
-    no_csrf = await browser.post(
-        "/api/servo", headers={"Content-Type": "application/json"}, data=b'{"command":"up"}'
+    no_csrf = await browser._page(
+        "POST", "/api/servo", headers={"Content-Type": "application/json"}, data=b'{"command":"up"}'
     )
     assert no_csrf.code == 403
     ok = await browser._page(
@@ -260,7 +268,7 @@ async def test_tokens_scopes_query_parameter_and_revocation(
     watcher = await daemon.viewer("watcher")
     await watcher.wait_event("position_update")
 
-    def bearer(token: str) -> dict[str, str]:
+    def bearer(token: str) -> Headers:
         return {"Authorization": f"Bearer {token}"}
 
     status = await treq.get(daemon.url + "/api/status", headers=bearer(viewer_token))
@@ -315,9 +323,7 @@ async def test_tokens_page_shows_a_new_token_once_and_admins_see_all(
     assert secret.startswith("cpx_")
     again = await alice.get("/tokens")
     assert secret not in again.text and "ha" in again.text
-    status = await treq.get(
-        daemon.url + "/api/status", headers={"Authorization": f"Bearer {secret}"}
-    )
+    status = await treq.get(daemon.url + "/api/status", headers=bearer_header(secret))
     assert status.code == 200
 
     refused = await watcher.post(
@@ -339,9 +345,7 @@ async def test_tokens_page_shows_a_new_token_once_and_admins_see_all(
         "/tokens/revoke", {"user": "alice", "name": "ha", "csrf_token": admin_view.csrf_token}
     )
     assert revoked.code == 303
-    status = await treq.get(
-        daemon.url + "/api/status", headers={"Authorization": f"Bearer {secret}"}
-    )
+    status = await treq.get(daemon.url + "/api/status", headers=bearer_header(secret))
     assert status.code == 401
 
 
@@ -372,7 +376,7 @@ async def test_a_stalled_mjpeg_client_neither_grows_memory_nor_slows_websockets(
     browser = await logged_in(daemon)
     fast = await daemon.viewer("fast")
     await fast.wait_frames(3)
-    cookie = session_headers(browser)["Cookie"]
+    cookie = f"{SESSION_COOKIE}={browser.cookie(SESSION_COOKIE)}"
     stalled = await threads.deferToThread(open_stalled_stream, daemon.port, cookie)
     await fast.wait_for(lambda v: daemon.hub.viewer_count == 2)
     from camproxy.mjpeg import MjpegViewer

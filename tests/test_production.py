@@ -11,6 +11,7 @@ from typing import Any
 import pytest_twisted
 import treq
 from treq.client import HTTPClient
+from twisted.internet import defer
 from twisted.internet.ssl import Certificate
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS
 
@@ -67,7 +68,8 @@ async def test_wss_camera_checked_against_a_private_ca(
 
     port, factory = await listen_demo_camera(reactor, files.endpoint())
     try:
-        url = f"wss://localhost:{port.getHost().port}/ws"
+        address: Any = port.getHost()
+        url = f"wss://localhost:{address.port}/ws"
         trusted = await daemon_factory(camera_url=url, camera_ca=str(files.cert))
         await wait_until(reactor, lambda: trusted.hub.connected)
         untrusted = await daemon_factory(
@@ -80,7 +82,7 @@ async def test_wss_camera_checked_against_a_private_ca(
         await close_viewer(viewer)
     finally:
         factory.drop_all()
-        await port.stopListening()
+        await defer.maybeDeferred(port.stopListening)
 
 
 def test_missing_or_mismatched_tls_files_are_one_line_errors(tmp_path: Path) -> None:

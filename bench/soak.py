@@ -243,7 +243,12 @@ async def soak(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
         ]
         lives.append(defer.ensureDeferred(background_logins(reactor, base, tally, until)))
         health_worst = 0.0
+        rss_samples: list[tuple[float, float]] = []
         while reactor.seconds() < until:
+            if not rss_samples or reactor.seconds() - started - rss_samples[-1][0] >= 30:
+                rss_samples.append(
+                    (round(reactor.seconds() - started), round(rss_kib(daemon.pid) / 1024, 1))
+                )
             before = time.perf_counter()
             response = await treq.get(base + "/health")
             await response.content()
@@ -283,6 +288,7 @@ async def soak(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
         "health_worst_ms": round(health_worst * 1000, 1),
         "rss_start_mib": round(rss_start / 1024, 1),
         "rss_end_mib": round(rss_end / 1024, 1),
+        "rss_every_30s_mib": [mib for _, mib in rss_samples],
         "workdir": str(work),
     }
 

@@ -16,7 +16,7 @@ import txaio
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.protocol import ConnectionRequest, PreparedMessage
 from autobahn.websocket.types import ConnectionDeny
-from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IConsumer, IReactorTime, ISSLTransport
 from zope.interface import Interface, implementer
 
@@ -24,7 +24,6 @@ from camproxy.backpressure import FrameTotals, NewestFrameProducer
 from camproxy.commands import InvalidCommand, parse_viewer_message
 from camproxy.forwarded import TrustedProxies
 from camproxy.hub import CameraHub, Frame, IRequester, IViewer, event
-from camproxy.origins import OriginPolicy
 from camproxy.ratelimit import TokenBucket
 
 #: CONTRACT §3: a text message over 64 KiB closes the connection with 1009.
@@ -36,7 +35,6 @@ MESSAGE_BURST = 40.0
 SLOW_DOWN = "too many messages; slow down"
 THROTTLE_NOTICE_INTERVAL = 1.0
 CLOSE_GOING_AWAY = 1001
-CLOSE_POLICY_VIOLATION = 1008
 CLOSE_TOO_BIG = 1009
 
 
@@ -64,21 +62,6 @@ class IHandshakeGate(Interface):
 
 def forbidden(reason: str) -> ConnectionDeny:
     return ConnectionDeny(ConnectionDeny.FORBIDDEN, reason)
-
-
-@implementer(IHandshakeGate)
-class OpenGate:
-    """Anyone whose ``Origin`` passes may watch: for deployments without accounts."""
-
-    def __init__(self, origins: OriginPolicy) -> None:
-        self._origins = origins
-
-    def admit(self, request: ConnectionRequest, secure: bool) -> Deferred[ViewerIdentity]:
-        if not self._origins.allows(
-            request.headers.get("origin"), request.headers.get("host"), secure
-        ):
-            raise forbidden("origin not allowed")
-        return succeed(ViewerIdentity(user=None))
 
 
 @implementer(IViewer, IRequester)

@@ -22,6 +22,7 @@ from zope.interface import Interface, implementer
 
 from camproxy.backpressure import FrameTotals, NewestFrameProducer
 from camproxy.commands import InvalidCommand, parse_viewer_message
+from camproxy.directwrite import write_now
 from camproxy.forwarded import TrustedProxies
 from camproxy.hub import CameraHub, Frame, IRequester, IViewer, event
 from camproxy.ratelimit import TokenBucket
@@ -199,7 +200,7 @@ class ViewerProtocol(WebSocketServerProtocol):
         # every frame and viewer even with debug logging off: ~15 % of the daemon's CPU
         # at 500 viewers. Compression is never negotiated, so the bytes are final.
         prepared = frame.encoded("websocket", self.factory.prepare_frame)
-        self.transport.write(prepared.payloadHybi)
+        write_now(self.transport, prepared.payloadHybi)
 
     def close_viewer(self, code: int, reason: str) -> None:
         if self.state not in (self.STATE_OPEN, self.STATE_CONNECTING):

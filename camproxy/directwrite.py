@@ -16,7 +16,7 @@ from twisted.internet import tcp
 
 
 def _idle_tcp(transport: Any) -> bool:
-    return (
+    return bool(
         type(transport) is tcp.Server
         and transport.connected
         and not transport.disconnecting

@@ -87,7 +87,7 @@ class SoakViewer(WebSocketClientProtocol):
 
 
 class SoakFactory(WebSocketClientFactory):
-    protocol = SoakViewer
+    protocol = SoakViewer  # type: ignore[assignment]
 
     def __init__(self, tally: Tally, **kw: Any) -> None:
         super().__init__(**kw)
@@ -132,8 +132,8 @@ async def viewer_life(
         )
         factory.setProtocolOptions(failByDrop=False, openHandshakeTimeout=10)
         try:
-            protocol = await TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(factory)
-            await factory.opened
+            await TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(factory)
+            protocol = await factory.opened
         except Exception as problem:
             tally.errors[f"connect failed: {type(problem).__name__}"] += 1
             await task.deferLater(reactor, 1.0, lambda: None)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,52 +16,16 @@ from camproxy.accounts import UserStore
 from camproxy.db import Database
 from camproxy.passwords import FastHasher
 from camproxy.tokens import PREFIX_CHARS, TokenStore
-
-REPOSITORY = Path(__file__).resolve().parent.parent
-
-
-@attrs.frozen
-class Result:
-    code: int
-    out: str
-    err: str
-
-    @property
-    def error_line(self) -> str:
-        """The one line a refusal prints; fails the test if there is not exactly one."""
-        lines = self.err.splitlines()
-        assert len(lines) == 1, self.err
-        assert lines[0].startswith("camproxy token: ")
-        return lines[0]
-
-    @property
-    def token(self) -> str:
-        """The token ``token add`` printed: alone, on the last line."""
-        assert self.code == 0, self.err
-        assert self.out.endswith("\n")
-        last = self.out.splitlines()[-1]
-        assert last == last.strip() and last.startswith("cpx_")
-        return last
+from tests.clirun import Result, camproxy
 
 
-def camproxy(cwd: Path, *args: str, env: dict[str, str] | None = None) -> Result:
-    """Run ``camproxy ARGS`` (through ``python -m camproxy.cli``) in ``cwd``."""
-    environ = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    environ["PYTHONPATH"] = os.pathsep.join(
-        [str(REPOSITORY), *filter(None, [environ.get("PYTHONPATH")])]
-    )
-    environ.update(env or {})
-    done = subprocess.run(
-        [sys.executable, "-m", "camproxy.cli", *args],
-        cwd=cwd,
-        env=environ,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    return Result(done.returncode, done.stdout, done.stderr)
+def printed_token(result: Result) -> str:
+    """The token ``token add`` printed: alone, on the last line."""
+    assert result.code == 0, result.err
+    assert result.out.endswith("\n")
+    last = result.out.splitlines()[-1]
+    assert last == last.strip() and last.startswith("cpx_")
+    return last
 
 
 @attrs.frozen
@@ -94,7 +55,7 @@ async def daemon(reactor: Any, tmp_path: Path) -> AsyncIterator[Daemon]:
 @pytest_twisted.ensureDeferred
 async def test_add_prints_the_token_last(daemon: Daemon) -> None:
     added = daemon.token("add", "Alice", "Home Assistant")
-    secret = added.token
+    secret = printed_token(added)
     assert added.err == ""
     assert added.out.splitlines()[:-1] == [
         "Token 'Home Assistant' for 'alice' (view).",
@@ -104,9 +65,9 @@ async def test_add_prints_the_token_last(daemon: Daemon) -> None:
     assert grant is not None and grant.username == "alice" and grant.scope == "view"
 
     control = daemon.token("add", "alice", "script", "--scope", "control")
-    grant = await daemon.tokens.authenticate(control.token)
+    grant = await daemon.tokens.authenticate(printed_token(control))
     assert grant is not None and grant.scope == "control" and grant.may_control
-    assert control.token != secret
+    assert printed_token(control) != secret
 
 
 @pytest_twisted.ensureDeferred
@@ -119,7 +80,7 @@ async def test_add_tells_why_a_token_will_not_work_yet(daemon: Daemon) -> None:
         "'alice' may not control the camera: the token only views until allowed "
         "(camproxy user control alice).",
     ]
-    assert await daemon.tokens.authenticate(added.token) is None
+    assert await daemon.tokens.authenticate(printed_token(added)) is None
 
 
 @pytest_twisted.ensureDeferred
@@ -128,8 +89,8 @@ async def test_list_never_shows_tokens(daemon: Daemon) -> None:
     assert (empty.code, empty.err) == (0, "")
     assert empty.out == "no tokens; create one with: camproxy token add USER NAME\n"
 
-    alices = daemon.token("add", "alice", "ha").token
-    roots = daemon.token("add", "root", "backup script", "--scope", "control").token
+    alices = printed_token(daemon.token("add", "alice", "ha"))
+    roots = printed_token(daemon.token("add", "root", "backup script", "--scope", "control"))
     await daemon.tokens.authenticate(roots)
 
     listed = daemon.token("list")
@@ -163,7 +124,7 @@ async def test_list_never_shows_tokens(daemon: Daemon) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_revoke(daemon: Daemon) -> None:
-    secret = daemon.token("add", "alice", "ha").token
+    secret = printed_token(daemon.token("add", "alice", "ha"))
     revoked = daemon.token("revoke", "alice", "HA")
     assert (revoked.code, revoked.out, revoked.err) == (
         0,
@@ -198,7 +159,7 @@ async def test_refusals_exit_1_with_one_line(daemon: Daemon, args: list[str], me
 
 @pytest_twisted.ensureDeferred
 async def test_duplicate_name_exits_1(daemon: Daemon) -> None:
-    first = daemon.token("add", "alice", "ha").token
+    first = printed_token(daemon.token("add", "alice", "ha"))
     again = daemon.token("add", "alice", "HA")
     assert again.code == 1
     assert again.out == ""

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,54 +16,9 @@ from camproxy.accounts import User, UserStore
 from camproxy.db import Database
 from camproxy.passwords import BcryptHasher
 from camproxy.sessions import SessionStore
+from tests.clirun import Result, camproxy
 
-REPOSITORY = Path(__file__).resolve().parent.parent
 PASSWORD = "password1"
-
-
-@attrs.frozen
-class Result:
-    code: int
-    out: str
-    err: str
-
-    @property
-    def error_line(self) -> str:
-        """The one line a refusal prints; fails the test if there is not exactly one."""
-        lines = self.err.splitlines()
-        assert len(lines) == 1, self.err
-        assert lines[0].startswith("camproxy user: ")
-        return lines[0]
-
-
-def camproxy(
-    cwd: Path,
-    *args: str,
-    stdin: str = "",
-    env: dict[str, str] | None = None,
-    detached: bool = False,
-) -> Result:
-    """Run ``camproxy ARGS`` (through ``python -m camproxy.usercli``) in ``cwd``.
-
-    ``detached`` runs it without a controlling terminal, so getpass reads standard input.
-    """
-    environ = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    environ["PYTHONPATH"] = os.pathsep.join(
-        [str(REPOSITORY), *filter(None, [environ.get("PYTHONPATH")])]
-    )
-    environ.update(env or {})
-    done = subprocess.run(
-        [sys.executable, "-m", "camproxy.usercli", *args],
-        cwd=cwd,
-        env=environ,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        start_new_session=detached,
-        check=False,
-    )
-    return Result(done.returncode, done.stdout, done.stderr)
 
 
 @attrs.frozen

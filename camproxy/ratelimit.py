@@ -38,10 +38,6 @@ class LogLimiter:
         else:
             self._log.warn("{message}", message=message)
 
-    def reset(self) -> None:
-        """Forget history, e.g. once the camera works again, so the next failure is told."""
-        self._last.clear()
-        self._suppressed.clear()
 
 
 class TokenBucket:

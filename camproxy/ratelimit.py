@@ -39,7 +39,6 @@ class LogLimiter:
             self._log.warn("{message}", message=message)
 
 
-
 class TokenBucket:
     """Allow ``rate`` events a second on average, with bursts of up to ``burst``."""
 

@@ -10,7 +10,7 @@ from twisted.internet import reactor
 from twisted.logger import ILogObserver
 
 from camproxy.config import ConfigError, build_config, read_environment
-from camproxy.logs import make_observer
+from camproxy.ops.logs import make_observer
 from camproxy.tap import build_service
 
 environment = read_environment()

@@ -16,8 +16,8 @@ import attrs
 from dotenv import dotenv_values
 from hyperlink import URL
 
-from camproxy.forwarded import parse_networks
-from camproxy.origins import is_valid_origin
+from camproxy.web.origins import is_valid_origin
+from camproxy.web.proxies import parse_networks
 
 DEFAULT_PORT = "5000"
 DEFAULT_CAMERA_URL = "ws://192.168.1.100:80/ws"
@@ -111,7 +111,7 @@ def build_config(options: Mapping[str, object], env: Mapping[str, str]) -> Confi
 
     Raises :class:`ConfigError` with a one-line message on the first bad value.
     """
-    from camproxy.db import database_path_from_url
+    from camproxy.accounts.database import database_path_from_url
 
     def pick(option: str, variable: str | None) -> str | None:
         value = options.get(option)

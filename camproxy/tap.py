@@ -14,26 +14,26 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import UNIXClientEndpoint, serverFromString
 from twisted.python import usage
 
-from camproxy.access import CamProxySite
-from camproxy.accountservice import AccountsService
-from camproxy.api import IntegrationApi
-from camproxy.assets import asset_directory
-from camproxy.authn import Authenticator
-from camproxy.backpressure import FrameTotals
-from camproxy.camera import CameraLink, CameraSettings
+from camproxy.accounts.database import DatabaseInUse, check_not_in_use
+from camproxy.accounts.passwords import IPasswordHasher
+from camproxy.accounts.service import AccountsService
 from camproxy.config import Config, ConfigError, build_config, read_environment
-from camproxy.csrf import CsrfTokens
-from camproxy.db import DatabaseInUse, check_not_in_use
-from camproxy.forwarded import TrustedProxies, parse_networks
-from camproxy.handshake import SessionGate, SessionWatcher
-from camproxy.hub import CameraHub
-from camproxy.logs import make_observer, twistd_primary_stream
-from camproxy.metrics import DaemonMetrics
-from camproxy.origins import OriginPolicy
-from camproxy.passwords import IPasswordHasher
-from camproxy.throttle import LoginThrottle
-from camproxy.viewers import CLOSE_GOING_AWAY, ViewerFactory
-from camproxy.web import CamProxyWeb, SiteRoot, WebDependencies, templates_environment
+from camproxy.hub.hub import CameraHub
+from camproxy.ops.logs import make_observer, twistd_primary_stream
+from camproxy.ops.metrics import DaemonMetrics
+from camproxy.sources.robocam.link import CameraLink, CameraSettings
+from camproxy.viewers.delivery import FrameTotals
+from camproxy.viewers.websocket import CLOSE_GOING_AWAY, ViewerFactory
+from camproxy.web.api import IntegrationApi
+from camproxy.web.assets import asset_directory
+from camproxy.web.auth import Authenticator
+from camproxy.web.csrf import CsrfTokens
+from camproxy.web.gate import SessionGate, SessionWatcher
+from camproxy.web.login_throttle import LoginThrottle
+from camproxy.web.origins import OriginPolicy
+from camproxy.web.pages import CamProxyWeb, SiteRoot, WebDependencies, templates_environment
+from camproxy.web.proxies import TrustedProxies, parse_networks
+from camproxy.web.requestlog import CamProxySite
 
 
 class Options(usage.Options):
@@ -144,7 +144,7 @@ class DemoCameraService(Service):
         self.camera: Any = None
 
     def startService(self) -> None:
-        from camproxy.democam import listen_demo_camera
+        from camproxy.democam.robocam import listen_demo_camera
 
         super().startService()
 

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from camproxy import dbcli
+from camproxy.cli import db as dbcli
 
 DEFAULT_DIRECTORY = Path("backups")
 

@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from camproxy import usercli
+from camproxy.cli import user as usercli
 
 
 def main(argv: Sequence[str] | None = None) -> int:

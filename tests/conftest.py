@@ -11,14 +11,14 @@ import pytest_twisted
 from twisted.application.service import MultiService
 from twisted.internet import defer, task
 
-from camproxy.accounts import User
-from camproxy.accountservice import AccountsService
+from camproxy.accounts.passwords import FastHasher
+from camproxy.accounts.service import AccountsService
+from camproxy.accounts.users import User
 from camproxy.config import Config
-from camproxy.handshake import SESSION_COOKIE
-from camproxy.hub import CameraHub
-from camproxy.passwords import FastHasher
+from camproxy.hub.hub import CameraHub
 from camproxy.tap import CameraService, build_service, listening_port
-from camproxy.viewers import ViewerFactory
+from camproxy.viewers.websocket import ViewerFactory
+from camproxy.web.gate import SESSION_COOKIE
 from tests.wsclient import RecordingViewer, connect_viewer
 
 PASSWORD = "correct horse battery"
@@ -102,7 +102,7 @@ class RunningCamera:
 @pytest_twisted.async_yield_fixture
 async def demo_camera_factory(reactor: Any) -> AsyncIterator[Callable[..., Any]]:
     """Start demo cameras on 127.0.0.1:0 with the given knobs; all stopped afterwards."""
-    from camproxy.democam import listen_demo_camera
+    from camproxy.democam.robocam import listen_demo_camera
 
     started: list[RunningCamera] = []
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from zope.interface import implementer
 
-from camproxy.hub import CameraHub, Frame, ICameraLink, IRequester, IViewer
+from camproxy.hub.hub import CameraHub, Frame, ICameraLink, IRequester, IViewer
 
 JPEG = b"\xff\xd8fake-jpeg-body\xff\xd9"
 

@@ -17,7 +17,16 @@ from twisted.internet.task import Clock
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from camproxy.accounts import (
+from camproxy.accounts.database import Database
+from camproxy.accounts.passwords import (
+    BadPassword,
+    BcryptHasher,
+    FastHasher,
+    IPasswordHasher,
+    check_new_password,
+)
+from camproxy.accounts.sessions import SessionStore
+from camproxy.accounts.users import (
     InvalidUsername,
     LastAdmin,
     UnknownUser,
@@ -26,15 +35,6 @@ from camproxy.accounts import (
     UserStore,
     check_username,
 )
-from camproxy.db import Database
-from camproxy.passwords import (
-    BadPassword,
-    BcryptHasher,
-    FastHasher,
-    IPasswordHasher,
-    check_new_password,
-)
-from camproxy.sessions import SessionStore
 
 PASSWORD = "password1"
 

@@ -22,9 +22,9 @@ import pytest_twisted
 from twisted.internet import threads
 from twisted.internet.defer import Deferred, gatherResults
 
-from camproxy.db import schema_scripts
-from camproxy.dbcli import backup_target
-from camproxy.handshake import SESSION_COOKIE
+from camproxy.accounts.database import schema_scripts
+from camproxy.cli.db import backup_target
+from camproxy.web.gate import SESSION_COOKIE
 from tests.browserlike import Browser
 from tests.processes import BIN, REPO, free_port, running, stop, twistd, wait_for_health
 

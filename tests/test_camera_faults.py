@@ -28,8 +28,8 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import ILogObserver, LogEvent, LogLevel, formatEvent, globalLogPublisher
 from zope.interface import implementer
 
-from camproxy import firmware
-from camproxy.democam import JUNK_JSON, DemoCamera, listen_black_hole, listen_demo_camera
+from camproxy.democam.robocam import JUNK_JSON, DemoCamera, listen_black_hole, listen_demo_camera
+from camproxy.sources.robocam import dialect as firmware
 from tests.conftest import RunningCamera, RunningDaemon, wait_until
 from tests.processes import free_port, stop
 from tests.wsclient import RecordingViewer, close_viewer

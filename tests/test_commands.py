@@ -8,8 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from camproxy import firmware
-from camproxy.commands import (
+from camproxy.hub.commands import (
     GetPosition,
     InvalidCommand,
     LightCommand,
@@ -17,7 +16,8 @@ from camproxy.commands import (
     ServoCommand,
     parse_viewer_message,
 )
-from camproxy.firmware import Limits
+from camproxy.sources.robocam import dialect as firmware
+from camproxy.sources.robocam.dialect import Limits
 
 LIMITS = Limits(0, 180, 0, 90)
 

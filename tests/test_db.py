@@ -12,8 +12,7 @@ import pytest
 import pytest_twisted
 from twisted.internet.task import Clock
 
-from camproxy.accounts import UserStore
-from camproxy.db import (
+from camproxy.accounts.database import (
     DEFAULT_DATABASE,
     Database,
     DatabaseError,
@@ -22,7 +21,8 @@ from camproxy.db import (
     locate_database,
     schema_scripts,
 )
-from camproxy.passwords import BcryptHasher
+from camproxy.accounts.passwords import BcryptHasher
+from camproxy.accounts.users import UserStore
 from tests.legacy_db import LegacyUser, create_legacy_database
 
 LATEST = len(schema_scripts())

@@ -20,7 +20,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.task import Clock
 
-from camproxy.democam import (
+from camproxy.democam.robocam import (
     CLI_FAULTS,
     FAULTS,
     HUGE_FRAME_BYTES,
@@ -36,7 +36,7 @@ from camproxy.democam import (
     listen_demo_camera,
     main,
 )
-from camproxy.testpattern import PatternRenderer, clock_text
+from camproxy.democam.testpattern import PatternRenderer, clock_text
 
 
 def _is_jpeg(data: bytes) -> bool:

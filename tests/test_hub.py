@@ -6,8 +6,8 @@ import pytest
 from twisted.internet.task import Clock
 from zope.interface.verify import verifyObject
 
-from camproxy.commands import GetPosition, LightCommand, PositionCommand, ServoCommand
-from camproxy.hub import CameraHub, ICameraLink, IRequester, IViewer
+from camproxy.hub.commands import GetPosition, LightCommand, PositionCommand, ServoCommand
+from camproxy.hub.hub import CameraHub, ICameraLink, IRequester, IViewer
 from tests.fakes import JPEG, FakeLink, FakeViewer
 
 

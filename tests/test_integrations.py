@@ -18,8 +18,8 @@ from PIL import Image
 from twisted.internet import defer, task, threads
 from twisted.internet.protocol import Protocol
 
-from camproxy.handshake import SESSION_COOKIE
-from camproxy.mjpeg import BOUNDARY
+from camproxy.viewers.mjpeg import BOUNDARY
+from camproxy.web.gate import SESSION_COOKIE
 from tests.browserlike import Browser
 from tests.conftest import PASSWORD
 from tests.wsclient import close_viewer
@@ -200,7 +200,7 @@ async def test_openapi_describes_exactly_the_api_routes(
     response = await treq.get(daemon.url + "/api/openapi.json")
     document = json.loads(await response.text())
     assert document["openapi"].startswith("3.")
-    from camproxy.api import IntegrationApi
+    from camproxy.web.api import IntegrationApi
 
     routes = {
         rule.rule
@@ -379,7 +379,7 @@ async def test_a_stalled_mjpeg_client_neither_grows_memory_nor_slows_websockets(
     cookie = f"{SESSION_COOKIE}={browser.cookie(SESSION_COOKIE)}"
     stalled = await threads.deferToThread(open_stalled_stream, daemon.port, cookie)
     await fast.wait_for(lambda v: daemon.hub.viewer_count == 2)
-    from camproxy.mjpeg import MjpegViewer
+    from camproxy.viewers.mjpeg import MjpegViewer
 
     (mjpeg,) = [v for v in daemon.hub._viewers if isinstance(v, MjpegViewer)]
     received_before, fast_before = daemon.hub.stats.frames_received, len(fast.frames)

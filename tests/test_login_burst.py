@@ -8,7 +8,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer
 
-from camproxy.passwords import BcryptHasher
+from camproxy.accounts.passwords import BcryptHasher
 from tests.browserlike import Browser
 from tests.conftest import PASSWORD
 from tests.wsclient import close_viewer

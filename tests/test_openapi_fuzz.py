@@ -12,8 +12,8 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from camproxy.firmware import Limits
-from camproxy.openapi import openapi_document
+from camproxy.sources.robocam.dialect import Limits
+from camproxy.web.openapi import openapi_document
 from tests.processes import BIN, free_port, get_json, running, twistd, wait_for_health
 
 # The demo camera's limits (as its get_limits reports them), which the daemon serves.

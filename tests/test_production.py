@@ -15,8 +15,8 @@ from twisted.internet import defer
 from twisted.internet.ssl import Certificate
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS
 
-from camproxy.democam import listen_demo_camera
-from camproxy.handshake import SESSION_COOKIE
+from camproxy.democam.robocam import listen_demo_camera
+from camproxy.web.gate import SESSION_COOKIE
 from tests.browserlike import Browser
 from tests.certs import make_self_signed
 from tests.conftest import PASSWORD, wait_until
@@ -140,7 +140,7 @@ async def test_logs_have_access_lines_and_no_secrets(
         await browser.get("/health")
     text = log_file.read_text()
     records = [json.loads(line) for line in text.splitlines()]
-    access = [r["message"] for r in records if r["namespace"].startswith("camproxy.access")]
+    access = [r["message"] for r in records if r["namespace"].startswith("camproxy.web.requestlog")]
     assert any('"POST /login" 302' in line and "ms" in line for line in access), access
     assert any("/snapshot.jpg?token=[redacted]" in line for line in access)
     for secret in (password, str(session), form_token, "cpx_secret_value"):

@@ -13,10 +13,10 @@ import pytest
 import pytest_twisted
 from twisted.internet.task import Clock
 
-from camproxy.accounts import UnknownUser, User, UserStore
-from camproxy.db import Database
-from camproxy.passwords import FastHasher
-from camproxy.sessions import Session, SessionStore
+from camproxy.accounts.database import Database
+from camproxy.accounts.passwords import FastHasher
+from camproxy.accounts.sessions import Session, SessionStore
+from camproxy.accounts.users import UnknownUser, User, UserStore
 
 LIFETIME = 3600.0
 START = 1_700_000_000.0

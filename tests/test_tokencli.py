@@ -12,10 +12,10 @@ import pytest_twisted
 from twisted.internet.task import Clock
 
 from camproxy import cli
-from camproxy.accounts import UserStore
-from camproxy.db import Database
-from camproxy.passwords import FastHasher
-from camproxy.tokens import PREFIX_CHARS, TokenStore
+from camproxy.accounts.database import Database
+from camproxy.accounts.passwords import FastHasher
+from camproxy.accounts.tokens import PREFIX_CHARS, TokenStore
+from camproxy.accounts.users import UserStore
 from tests.clirun import Result, camproxy
 
 

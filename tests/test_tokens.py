@@ -13,11 +13,10 @@ import pytest
 import pytest_twisted
 from twisted.internet.task import Clock
 
-from camproxy.accounts import AccountError, UnknownUser, User, UserStore
-from camproxy.db import Database, schema_scripts
-from camproxy.passwords import FastHasher
-from camproxy.sessions import SessionStore
-from camproxy.tokens import (
+from camproxy.accounts.database import Database, schema_scripts
+from camproxy.accounts.passwords import FastHasher
+from camproxy.accounts.sessions import SessionStore
+from camproxy.accounts.tokens import (
     PREFIX_CHARS,
     ApiToken,
     InvalidTokenName,
@@ -29,6 +28,7 @@ from camproxy.tokens import (
     UnknownToken,
     check_token_name,
 )
+from camproxy.accounts.users import AccountError, UnknownUser, User, UserStore
 
 START = 1_700_000_000.0
 

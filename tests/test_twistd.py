@@ -11,7 +11,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import threads
 
-from camproxy.handshake import SESSION_COOKIE
+from camproxy.web.gate import SESSION_COOKIE
 from tests.browserlike import Browser
 from tests.processes import BIN, REPO, free_port, running, twistd, wait_for_health
 from tests.wsclient import close_viewer, connect_viewer
@@ -92,7 +92,7 @@ def test_pip_install_gives_a_working_plugin(tmp_path: Path) -> None:
     probe = (
         "from twisted.plugin import getPlugins\n"
         "from twisted.application.service import IServiceMaker\n"
-        "from camproxy.assets import asset_directory\n"
+        "from camproxy.web.assets import asset_directory\n"
         "names = [p.tapname for p in getPlugins(IServiceMaker)]\n"
         "assert 'camproxy' in names, names\n"
         "assert (asset_directory('templates') / 'index.html').is_file()\n"

@@ -11,11 +11,11 @@ import pytest
 import pytest_twisted
 from twisted.internet.task import Clock
 
-from camproxy import usercli
-from camproxy.accounts import User, UserStore
-from camproxy.db import Database
-from camproxy.passwords import BcryptHasher
-from camproxy.sessions import SessionStore
+from camproxy.accounts.database import Database
+from camproxy.accounts.passwords import BcryptHasher
+from camproxy.accounts.sessions import SessionStore
+from camproxy.accounts.users import User, UserStore
+from camproxy.cli import user as usercli
 from tests.clirun import Result, camproxy
 
 PASSWORD = "password1"

@@ -19,8 +19,8 @@ from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 
-from camproxy.handshake import SESSION_COOKIE
-from camproxy.viewers import MESSAGE_BURST, MESSAGE_RATE, SLOW_DOWN, ViewerProtocol
+from camproxy.viewers.websocket import MESSAGE_BURST, MESSAGE_RATE, SLOW_DOWN, ViewerProtocol
+from camproxy.web.gate import SESSION_COOKIE
 from tests.conftest import RunningCamera, RunningDaemon, wait_until
 from tests.wsclient import RecordingViewer, close_viewer
 
@@ -158,7 +158,7 @@ async def within(reactor: Any, seconds: float, waiting: defer.Deferred[Any]) -> 
 async def camera_and_daemon(
     demo_camera_factory: Any, daemon_factory: Any, **settings: Any
 ) -> tuple[RunningCamera, RunningDaemon]:
-    from camproxy.democam import DemoCamera
+    from camproxy.democam.robocam import DemoCamera
 
     camera = await demo_camera_factory(camera=DemoCamera(width=160, height=120, quality=50))
     daemon = await daemon_factory(camera_url=camera.url, **settings)

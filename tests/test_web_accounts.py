@@ -7,7 +7,7 @@ from typing import Any
 import pytest_twisted
 from twisted.internet import defer
 
-from camproxy.handshake import SESSION_COOKIE
+from camproxy.web.gate import SESSION_COOKIE
 from tests.browserlike import Browser
 from tests.conftest import PASSWORD
 from tests.test_core_integration import handshake_status
@@ -231,7 +231,7 @@ async def test_disable_delete_and_password_change_close_sockets(
 
 
 def _session_watcher(daemon: Any) -> Any:
-    from camproxy.handshake import SessionWatcher
+    from camproxy.web.gate import SessionWatcher
 
     (watcher,) = [s for s in daemon.service if isinstance(s, SessionWatcher)]
     return watcher
@@ -334,7 +334,7 @@ async def test_admin_bootstrap_from_environment(
 async def test_flask_users_log_in_with_their_old_passwords(
     demo_camera_factory: Any, daemon_factory: Any, tmp_path: Any
 ) -> None:
-    from camproxy.passwords import BcryptHasher
+    from camproxy.accounts.passwords import BcryptHasher
     from tests.legacy_db import LegacyUser, create_legacy_database
 
     database = tmp_path / "robocam.db"

@@ -1,0 +1,1 @@
+"""Operations: logging and metrics."""

@@ -1,0 +1,185 @@
+"""The WebSocket link to one camera: an Autobahn client kept up by a ``ClientService``.
+
+The protocol only parses and forwards to the hub; the link opens and closes on the
+hub's demand (idle close) and reconnects with backoff while open.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import attrs
+import txaio
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from autobahn.websocket.protocol import ConnectionResponse
+from hyperlink import URL
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
+from twisted.internet.ssl import Certificate, optionsForClientTLS, platformTrust
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from camproxy.hub.hub import CameraHub, ICameraLink
+from camproxy.sources.complaints import LogLimiter
+
+#: First retry within a second, then doubling up to about five seconds, forever.
+RETRY_POLICY = backoffPolicy(
+    initialDelay=0.25, maxDelay=4.5, factor=2.0, jitter=lambda: random.uniform(0, 0.5)
+)
+
+
+@attrs.frozen
+class CameraSettings:
+    """How to reach a camera and how strictly to treat what it sends."""
+
+    url: str
+    max_frame_bytes: int = 4 * 1024 * 1024
+    connect_timeout: float = 5.0
+    ping_interval: float = 5.0
+    ping_timeout: float = 5.0
+    ca_file: str | None = None
+
+
+class CameraProtocol(WebSocketClientProtocol):
+    """Forwards the camera's messages to the hub; nothing else."""
+
+    factory: CameraFactory
+    #: Autobahn warns on every drop and failure, which a flapping camera turns into a
+    #: flood; :class:`CameraLink` reports the same once, with the reason, rate-limited.
+    log = txaio.make_logger(level="error")  # type: ignore[attr-defined]
+
+    def onConnect(self, response: ConnectionResponse) -> None:
+        self.factory.link.log.info("camera handshake done with {peer}", peer=response.peer)
+
+    def onOpen(self) -> None:
+        self.factory.link.protocol_opened(self)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        hub = self.factory.link.hub
+        if isBinary:
+            before = hub.stats.frames_invalid
+            hub.frame_received(payload)
+            if hub.stats.frames_invalid != before:
+                self.factory.link.complain("camera sent a binary message that is not a JPEG")
+        else:
+            # Garbage text from a flaky camera is ignored, not a reason to drop the link.
+            hub.text_received(payload.decode("utf-8", errors="replace"))
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        if self.failedByMe and self.localCloseCode is not None:
+            # Autobahn reports the camera's answering close code (1000); ours says why.
+            code, local_reason = self.localCloseCode, self.localCloseReason
+            reason = local_reason.decode("utf-8", "replace") if local_reason else None
+        self.factory.link.protocol_closed(self, wasClean, code, reason)
+
+
+class CameraFactory(WebSocketClientFactory):
+    protocol = CameraProtocol  # type: ignore[assignment]
+
+    def __init__(self, link: CameraLink, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.link = link
+
+
+def camera_endpoint(reactor: Any, settings: CameraSettings) -> IStreamClientEndpoint:
+    """A TCP (``ws://``) or certificate-checked TLS (``wss://``) endpoint for the camera."""
+    url = URL.from_text(settings.url)
+    secure = url.scheme == "wss"
+    port = url.port or (443 if secure else 80)
+    endpoint: IStreamClientEndpoint = HostnameEndpoint(
+        reactor, url.host, port, timeout=settings.connect_timeout
+    )
+    if secure:
+        if settings.ca_file:
+            with open(settings.ca_file, "rb") as pem:
+                trust: Any = Certificate.loadPEM(pem.read())
+        else:
+            trust = platformTrust()
+        endpoint = wrapClientTLS(optionsForClientTLS(url.host, trustRoot=trust), endpoint)
+    return endpoint
+
+
+@implementer(ICameraLink)
+class CameraLink:
+    """The one connection to a camera, shared by all its viewers."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: IReactorTime,
+        hub: CameraHub,
+        settings: CameraSettings,
+        endpoint: IStreamClientEndpoint | None = None,
+    ) -> None:
+        self.hub = hub
+        self.settings = settings
+        self._reactor = reactor
+        self._protocol: CameraProtocol | None = None
+        self._complaints = LogLimiter(reactor, self.log)
+        self.factory = CameraFactory(self, url=settings.url, reactor=reactor)
+        self.factory.setProtocolOptions(
+            autoPingInterval=settings.ping_interval,
+            autoPingTimeout=settings.ping_timeout,
+            openHandshakeTimeout=settings.connect_timeout,
+            closeHandshakeTimeout=2.0,
+            maxMessagePayloadSize=settings.max_frame_bytes,
+            utf8validateIncoming=False,
+            failByDrop=False,
+        )
+        self._service = ClientService(
+            endpoint or camera_endpoint(reactor, settings),
+            self.factory,
+            retryPolicy=RETRY_POLICY,
+            clock=reactor,
+            prepareConnection=None,
+        )
+
+    @property
+    def connected(self) -> bool:
+        return self._protocol is not None
+
+    def complain(self, message: str) -> None:
+        self._complaints.warn(message)
+
+    def open(self) -> None:
+        if not self._service.running:
+            self.log.info("connecting to the camera at {url}", url=self.settings.url)
+            self._service.startService()
+
+    def close(self) -> None:
+        if self._protocol is not None:
+            # A WebSocket goodbye before the TCP close, so the firmware frees its slot.
+            self._protocol.sendClose(1000, "camproxy closing the link")
+        if self._service.running:
+            self._service.stopService()
+
+    def send_text(self, text: str) -> None:
+        if self._protocol is not None:
+            self._protocol.sendMessage(text.encode("utf-8"), isBinary=False)
+
+    def protocol_opened(self, protocol: CameraProtocol) -> None:
+        self._protocol = protocol
+        self.log.info("camera connected at {url}", url=self.settings.url)
+        self.hub.link_opened()
+
+    def protocol_closed(
+        self, protocol: CameraProtocol, clean: bool, code: int | None, reason: str | None
+    ) -> None:
+        # One line per distinct failure, rate-limited: a flapping camera must not flood the log.
+        why = f"code={code}, reason={reason or 'none given'}"
+        if self._protocol is not protocol:
+            if self._service.running:
+                self.complain(f"camera connection failed ({why})")
+            return
+        self._protocol = None
+        answered = self.hub.connected
+        self.hub.camera_disconnected()
+        if not self._service.running:
+            self.log.info("camera link closed")
+        elif not answered:
+            self.complain(f"camera link closed before the camera answered anything ({why})")
+        else:
+            self.complain(f"camera link lost ({why})")

@@ -1,0 +1,202 @@
+"""Integrations (CONTRACT §5): MJPEG stream, snapshot and the REST control API.
+
+Commands go through the same parser and the same ``CameraHub.execute`` as the WebSocket
+viewers' commands: one code path for validation, permission and translation.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import attrs
+from klein import Klein
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from twisted.internet.defer import CancelledError, TimeoutError
+from twisted.internet.interfaces import IReactorTime
+from twisted.web.iweb import IRequest
+from twisted.web.server import Request
+from werkzeug.exceptions import MethodNotAllowed, NotFound
+from zope.interface import implementer
+
+from camproxy.hub.commands import InvalidCommand, command_from_fields
+from camproxy.hub.hub import NO_CONTROL, NOT_CONNECTED, CameraHub, CameraUnavailable, IRequester
+from camproxy.ops.metrics import DaemonMetrics
+from camproxy.viewers.delivery import FrameTotals
+from camproxy.viewers.mjpeg import MjpegStream
+from camproxy.web.auth import Authenticator, Principal
+from camproxy.web.csrf import CsrfTokens
+from camproxy.web.openapi import openapi_document
+from camproxy.web.proxies import IPNetwork, address_in
+
+#: A snapshot older than this is refreshed from the camera first.
+SNAPSHOT_FRESH = 1.5
+SNAPSHOT_WAIT = 5.0
+MAX_BODY = 4096
+
+
+@implementer(IRequester)
+@attrs.define
+class ApiRequester:
+    """A REST caller as the hub sees it: refusals are kept to become the HTTP answer."""
+
+    may_control: bool
+    refusal: str | None = None
+
+    def command_refused(self, reason: str) -> None:
+        if self.refusal is None:
+            self.refusal = reason
+
+
+def json_response(request: IRequest, code: int, body: object) -> bytes:
+    request.setResponseCode(code)
+    request.setHeader(b"Content-Type", b"application/json")
+    request.setHeader(b"Cache-Control", b"no-store")
+    return json.dumps(body).encode()
+
+
+class IntegrationApi:
+    """Routes for machines: no forms, no pages; tokens or sessions."""
+
+    app = Klein()
+
+    def __init__(
+        self,
+        hub: CameraHub,
+        auth: Authenticator,
+        csrf: CsrfTokens,
+        clock: IReactorTime,
+        *,
+        totals: FrameTotals,
+        metrics: DaemonMetrics,
+        metrics_allow: tuple[IPNetwork, ...] = (),
+    ) -> None:
+        self.hub = hub
+        self.auth = auth
+        self.csrf = csrf
+        self.clock = clock
+        self.totals = totals
+        self.metrics = metrics
+        self.metrics_allow = metrics_allow
+
+    def unauthorized(self, request: IRequest) -> bytes:
+        request.setHeader(b"WWW-Authenticate", b'Bearer realm="camproxy"')
+        return json_response(request, 401, {"error": "authentication required"})
+
+    # -- media ------------------------------------------------------------------
+
+    @app.route("/stream.mjpg", methods=["GET"])
+    async def stream(self, request: Request) -> Any:
+        if await self.auth.principal(request, allow_query_token=True) is None:
+            return self.unauthorized(request)
+        return MjpegStream(self.hub, self.totals)
+
+    @app.route("/snapshot.jpg", methods=["GET", "HEAD"])
+    async def snapshot(self, request: IRequest) -> bytes:
+        if await self.auth.principal(request, allow_query_token=True) is None:
+            return self.unauthorized(request)
+        frame = self.hub.newest
+        if frame is None or self.clock.seconds() - frame.received_at > SNAPSHOT_FRESH:
+            waiting = self.hub.next_frame()
+            waiting.addTimeout(SNAPSHOT_WAIT, self.clock)
+            try:
+                frame = await waiting
+            except (CameraUnavailable, TimeoutError, CancelledError):
+                request.setHeader(b"Retry-After", b"5")
+                return json_response(request, 503, {"error": NOT_CONNECTED})
+        request.setHeader(b"Content-Type", b"image/jpeg")
+        request.setHeader(b"Cache-Control", b"no-store")
+        return frame.data
+
+    # -- REST ---------------------------------------------------------------------
+
+    @app.route("/api/status", methods=["GET"])
+    async def status(self, request: IRequest) -> bytes:
+        if await self.auth.principal(request, allow_query_token=False) is None:
+            return self.unauthorized(request)
+        hub = self.hub
+        position = None if hub.position is None else {"x": hub.position.x, "y": hub.position.y}
+        return json_response(
+            request,
+            200,
+            {
+                "esp32_connected": hub.connected,
+                "clients": hub.viewer_count,
+                "position": position,
+                "light": hub.light,
+                "limits": hub.limits.as_json(),
+            },
+        )
+
+    async def command(self, request: IRequest, kind: str) -> bytes:
+        principal = await self.auth.principal(request, allow_query_token=False)
+        if principal is None:
+            return self.unauthorized(request)
+        if not self._csrf_ok(request, principal):
+            return json_response(request, 403, {"error": "missing or invalid X-CSRF-Token"})
+        body = request.content.read(MAX_BODY + 1) if request.content is not None else b""
+        if len(body) > MAX_BODY:
+            return json_response(request, 400, {"error": "request body too large"})
+        try:
+            fields = json.loads(body)
+        except (ValueError, RecursionError):
+            return json_response(request, 400, {"error": "body is not valid JSON"})
+        if not isinstance(fields, dict):
+            return json_response(request, 400, {"error": "body must be a JSON object"})
+        try:
+            command = command_from_fields(kind, fields, self.hub.limits)
+        except InvalidCommand as problem:
+            return json_response(request, 400, {"error": str(problem)})
+        requester = ApiRequester(may_control=principal.may_control)
+        if not self.hub.execute(command, requester):
+            code = {NO_CONTROL: 403, NOT_CONNECTED: 503}.get(requester.refusal or "", 400)
+            if code == 503:
+                request.setHeader(b"Retry-After", b"5")
+            return json_response(request, code, {"error": requester.refusal})
+        return json_response(request, 200, {"ok": True})
+
+    def _csrf_ok(self, request: IRequest, principal: Principal) -> bool:
+        """A session (a browser) must prove the request came from our page; a token need not."""
+        if principal.session_id is None:
+            return True
+        token = request.getHeader(b"x-csrf-token")
+        return token is not None and self.csrf.valid(token.decode("latin-1"), principal.session_id)
+
+    @app.route("/api/servo", methods=["POST"])
+    def servo(self, request: IRequest) -> Any:
+        return self.command(request, "servo_command")
+
+    @app.route("/api/position", methods=["POST"])
+    def position(self, request: IRequest) -> Any:
+        return self.command(request, "position_command")
+
+    @app.route("/api/light", methods=["POST"])
+    def light(self, request: IRequest) -> Any:
+        return self.command(request, "light_command")
+
+    @app.route("/metrics", methods=["GET"])
+    async def prometheus(self, request: IRequest) -> bytes:
+        """For admins, and without login for the addresses given with --metrics-allow."""
+        client = str(getattr(request.getClientAddress(), "host", ""))
+        if not address_in(client, self.metrics_allow):
+            principal = await self.auth.principal(request, allow_query_token=False)
+            if principal is None:
+                return self.unauthorized(request)
+            if not principal.is_admin:
+                return json_response(request, 403, {"error": "admins only"})
+        request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode())
+        return bytes(generate_latest(self.metrics.registry))
+
+    @app.handle_errors(NotFound)
+    def not_found(self, request: IRequest, failure: Any) -> bytes:
+        return json_response(request, 404, {"error": "no such route"})
+
+    @app.handle_errors(MethodNotAllowed)
+    def not_allowed(self, request: IRequest, failure: Any) -> bytes:
+        allowed = getattr(failure.value, "valid_methods", None) or []
+        request.setHeader(b"Allow", ", ".join(sorted(allowed)).encode())
+        return json_response(request, 405, {"error": "method not allowed"})
+
+    @app.route("/api/openapi.json", methods=["GET"])
+    def openapi(self, request: IRequest) -> bytes:
+        return json_response(request, 200, openapi_document(self.hub.limits))

@@ -81,12 +81,20 @@ async def measure(reactor: Any, args: argparse.Namespace) -> None:
                 break
             except Exception:
                 await task.deferLater(reactor, 0.05, lambda: None)
-        form = await (await treq.get(base + "/login")).text()
+        form_response = await treq.get(base + "/login")
+        form = await form_response.text()
         token = re.search(r'name="csrf_token"\s+value="([^"]+)"', form)
         assert token
+        # The form's token is bound to the pre-session cookie that came with it.
+        pre_session = "; ".join(
+            header.split(";", 1)[0]
+            for header in form_response.headers.getRawHeaders("Set-Cookie") or []
+        )
+        form_cookie: dict[bytes | str, bytes | str] = {"Cookie": pre_session}
         answer = await treq.post(
             base + "/login",
             data={"username": "bench", "password": "bench-pw", "csrf_token": token.group(1)},
+            headers=form_cookie,
             allow_redirects=False,
         )
         cookie = ""

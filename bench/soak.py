@@ -103,9 +103,15 @@ async def login(reactor: Any, base: str, user: str, password: str) -> str:
     form = await treq.get(base + "/login")
     token = CSRF.search(await form.text())
     assert token, "no csrf token"
+    # The form's token is bound to the pre-session cookie that came with it.
+    pre_session = "; ".join(
+        header.split(";", 1)[0] for header in form.headers.getRawHeaders("Set-Cookie") or []
+    )
+    cookie: dict[bytes | str, bytes | str] = {"Cookie": pre_session}
     response = await treq.post(
         base + "/login",
         data={"username": user, "password": password, "csrf_token": token.group(1)},
+        headers=cookie,
         allow_redirects=False,
     )
     await response.content()

@@ -121,7 +121,7 @@ def build_config(options: Mapping[str, object], env: Mapping[str, str]) -> Confi
             return env[variable]
         return None
 
-    demo = bool(options.get("demo"))
+    demo = bool(options.get("demo")) or env.get("CAMPROXY_DEMO") == "1"
     listen = pick("listen", None)
     if listen is None:
         host = env.get("HOST") or DEFAULT_HOST

@@ -3,37 +3,48 @@
 from __future__ import annotations
 
 import shutil
+import signal
+import sys
 import tempfile
 from typing import Any
 
 import attrs
 from autobahn.twisted.resource import WebSocketResource
 from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import IService, MultiService, Service
+from twisted.application.service import Application, IService, MultiService, Service
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import UNIXClientEndpoint, serverFromString
+from twisted.internet.interfaces import ISSLTransport
+from twisted.logger import ILogObserver
 from twisted.python import usage
+from twisted.python.components import Componentized
 
 from camproxy.accounts.database import DatabaseInUse, check_not_in_use
 from camproxy.accounts.passwords import IPasswordHasher
 from camproxy.accounts.service import AccountsService
 from camproxy.config import Config, ConfigError, build_config, read_environment
+from camproxy.hub.events import CloseReason
 from camproxy.hub.hub import CameraHub
+from camproxy.hub.source import ICameraSource
 from camproxy.ops.logs import make_observer, twistd_primary_stream
 from camproxy.ops.metrics import DaemonMetrics
-from camproxy.sources.robocam.link import CameraLink, CameraSettings
-from camproxy.viewers.delivery import FrameTotals
-from camproxy.viewers.websocket import CLOSE_GOING_AWAY, ViewerFactory
+from camproxy.sources.robocam.link import CameraSettings, RoboCamSource
+from camproxy.viewers.websocket import ViewerFactory
+from camproxy.web.admin import AdminDependencies, AdminRoutes
 from camproxy.web.api import IntegrationApi
+from camproxy.web.apitokens import ApiTokenDependencies, ApiTokenRoutes
 from camproxy.web.assets import asset_directory
 from camproxy.web.auth import Authenticator
 from camproxy.web.csrf import CsrfTokens
-from camproxy.web.gate import SessionGate, SessionWatcher
+from camproxy.web.gate import CredentialWatcher, SessionGate, ViewerDirectory
+from camproxy.web.login import LoginDependencies, LoginRoutes
 from camproxy.web.login_throttle import LoginThrottle
 from camproxy.web.origins import OriginPolicy
-from camproxy.web.pages import CamProxyWeb, SiteRoot, WebDependencies, templates_environment
+from camproxy.web.pages import PageDependencies, PageRoutes
 from camproxy.web.proxies import TrustedProxies, parse_networks
+from camproxy.web.rendering import Renderer, templates_environment
 from camproxy.web.requestlog import CamProxySite
+from camproxy.web.site import SiteRoot
 
 
 class Options(usage.Options):
@@ -111,24 +122,23 @@ class Options(usage.Options):
 
 
 class CameraService(Service):
-    """One camera: its hub, its link and its viewers, started and stopped together."""
+    """One camera: its hub, its source and its viewers, started and stopped together."""
 
-    def __init__(
-        self, hub: CameraHub, link: CameraLink, viewers: ViewerFactory, totals: FrameTotals
-    ) -> None:
+    def __init__(self, hub: CameraHub, source: ICameraSource, viewers: ViewerFactory) -> None:
         self.hub = hub
-        self.link = link
+        self.source = source
         self.viewers = viewers
-        self.totals = totals
 
     def startService(self) -> None:
         super().startService()
-        self.hub.start(self.link)
+        self.hub.start(self.source)
 
     def stopService(self) -> Deferred[Any]:
         """Say goodbye properly: viewers get 1001 (going away), the camera a close frame."""
         super().stopService()
-        closing = self.viewers.close_all(CLOSE_GOING_AWAY, "server shutting down")
+        closing = self.viewers.close_all(CloseReason.GOING_AWAY)
+        for viewer in self.hub.viewers:
+            viewer.close(CloseReason.GOING_AWAY)
         self.hub.stop()
         return closing
 
@@ -164,9 +174,23 @@ class DemoCameraService(Service):
         return stopped
 
 
+#: Connections the kernel queues before the daemon accepts them: a crowd reconnecting
+#: after a restart must not overflow Twisted's default of 50 (each overflow costs a
+#: client a one-second SYN retry). The kernel caps it at net.core.somaxconn.
+LISTEN_BACKLOG = 1024
+
+
+def with_backlog(description: str) -> str:
+    """``description`` with ``backlog=`` added for stream endpoints that take one."""
+    kind = description.split(":", 1)[0].lower()
+    if kind in ("tcp", "tcp6", "ssl", "unix") and "backlog=" not in description:
+        return f"{description}:backlog={LISTEN_BACKLOG}"
+    return description
+
+
 def endpoint_or_exit(reactor: Any, description: str) -> Any:
     try:
-        return serverFromString(reactor, description)
+        return serverFromString(reactor, with_backlog(description))
     except Exception as problem:
         raise SystemExit(
             f"camproxy: error: invalid --listen endpoint {description!r}: {problem}"
@@ -196,6 +220,7 @@ def build_service(
         max_fps=config.max_fps,
         idle_close=config.idle_close,
         request_timeout=config.frame_timeout,
+        max_frame_bytes=config.max_frame_bytes,
     )
     settings = CameraSettings(
         url=config.camera_url,
@@ -210,47 +235,79 @@ def build_service(
         demo.setName("democam")
         demo.setServiceParent(top)
         settings = attrs.evolve(settings, url="ws://democam/ws", ca_file=None)
-        link = CameraLink(
+        source = RoboCamSource(
             reactor, hub, settings, endpoint=UNIXClientEndpoint(reactor, demo.socket_path)
         )
     else:
-        link = CameraLink(reactor, hub, settings)
+        source = RoboCamSource(reactor, hub, settings)
 
     origins = OriginPolicy(config.allowed_origins)
     proxies = TrustedProxies(parse_networks(config.trusted_proxies))
-    totals = FrameTotals()
+    auth = Authenticator(accounts, reactor)
     viewers = ViewerFactory(
         hub,
-        SessionGate(accounts, origins),
+        SessionGate(auth),
         reactor,
-        proxies=proxies,
-        totals=totals,
+        is_secure=lambda transport, peer, headers: proxies.is_secure(
+            peer, ISSLTransport.providedBy(transport), headers.get("x-forwarded-proto")
+        ),
+        client_address=lambda peer, headers: proxies.client_address(
+            peer, headers.get("x-forwarded-for")
+        ),
         reactor=reactor,
     )
-    camera = CameraService(hub, link, viewers, totals)
+    camera = CameraService(hub, source, viewers)
     camera.setName("camera")
     camera.setServiceParent(top)
 
-    watcher = SessionWatcher(reactor, accounts, viewers)
+    directory = ViewerDirectory(lambda: hub.viewers)
+    watcher = CredentialWatcher(reactor, accounts, directory)
+    watcher.setName("credentials")
     watcher.setServiceParent(top)
 
     metrics = DaemonMetrics()
-    metrics.watch_camera(hub, totals)
-    auth = Authenticator(accounts)
+    metrics.watch_camera(hub)
     csrf = CsrfTokens(config.secret_key, reactor)
-    web = CamProxyWeb(
-        WebDependencies(
-            hub=hub,
-            viewers=viewers,
+    renderer = Renderer(templates_environment(asset_directory("templates")))
+    login = LoginRoutes(
+        LoginDependencies(
             accounts=accounts,
             auth=auth,
-            origins=origins,
             csrf=csrf,
+            origins=origins,
             throttle=LoginThrottle(reactor),
-            templates=templates_environment(asset_directory("templates")),
-            static_dir=asset_directory("static"),
-            clock=reactor,
+            directory=directory,
+            renderer=renderer,
             metrics=metrics,
+        )
+    )
+    admin = AdminRoutes(
+        AdminDependencies(
+            accounts=accounts,
+            auth=auth,
+            csrf=csrf,
+            origins=origins,
+            directory=directory,
+            renderer=renderer,
+        )
+    )
+    api_tokens = ApiTokenRoutes(
+        ApiTokenDependencies(
+            accounts=accounts,
+            auth=auth,
+            csrf=csrf,
+            origins=origins,
+            directory=directory,
+            renderer=renderer,
+        )
+    )
+    pages = PageRoutes(
+        PageDependencies(
+            hub=hub,
+            auth=auth,
+            csrf=csrf,
+            renderer=renderer,
+            static_dir=asset_directory("static"),
         )
     )
     api = IntegrationApi(
@@ -258,11 +315,25 @@ def build_service(
         auth,
         csrf,
         reactor,
-        totals=totals,
         metrics=metrics,
         metrics_allow=parse_networks(config.metrics_allow),
     )
-    root = SiteRoot(web.app.resource(), api.app.resource(), WebSocketResource(viewers))
+    api_resource = api.app.resource()
+    root = SiteRoot(
+        pages.app.resource(),
+        {
+            b"login": login.app.resource(),
+            b"logout": login.app.resource(),
+            b"admin": admin.app.resource(),
+            b"tokens": api_tokens.app.resource(),
+            b"api": api_resource,
+            b"stream.mjpg": api_resource,
+            b"snapshot.jpg": api_resource,
+            b"metrics": api_resource,
+        },
+        WebSocketResource(viewers),
+        origins,
+    )
     site = CamProxySite(root, reactor, proxies, metrics)
     http = StreamServerEndpointService(endpoint_or_exit(reactor, config.listen), site)
     http.setName("http")
@@ -279,6 +350,22 @@ def listening_port(top: MultiService) -> Deferred[Any]:
     return http._waitingForPort  # type: ignore[return-value]
 
 
+def exit_zero_after_clean_shutdown(reactor: Any) -> None:
+    """After a clean shutdown on SIGTERM or SIGINT, let twistd exit with status 0.
+
+    Stock twistd re-raises the signal once the reactor has stopped, so the process ends
+    with status 143 (or 130), which Docker, supervisord, runit and Kubernetes count as a
+    failure. The shutdown itself (viewers closed with 1001, the camera told goodbye) is
+    done by then; only the signal that twistd would re-raise is forgotten.
+    """
+
+    def forget_signal() -> None:
+        if getattr(reactor, "_exitSignal", None) in (signal.SIGTERM, signal.SIGINT):
+            reactor._exitSignal = None
+
+    reactor.addSystemEventTrigger("after", "shutdown", forget_signal)
+
+
 def makeService(options: Options, reactor: Any = None) -> IService:
     """Entry point for twistd and ``camproxy.tac``."""
     if reactor is None:
@@ -286,4 +373,27 @@ def makeService(options: Options, reactor: Any = None) -> IService:
 
         reactor = global_reactor
     assert options.config is not None
-    return build_service(options.config, reactor)
+    service = build_service(options.config, reactor)
+    exit_zero_after_clean_shutdown(reactor)
+    return service
+
+
+def tac_application() -> Componentized:
+    """The application of ``camproxy.tac``: the same options, from the environment only
+    (``CAMPROXY_DEMO=1`` is ``--demo``), logging as ``twistd camproxy`` does."""
+    options = Options()
+    options.parseOptions([])
+    config = options.config
+    assert config is not None
+    application = Application("camproxy")
+    application.setComponent(
+        ILogObserver,
+        make_observer(
+            level=config.log_level,
+            fmt=config.log_format,
+            primary=sys.stdout,
+            log_file=config.log_file,
+        ),
+    )
+    makeService(options).setServiceParent(application)
+    return application

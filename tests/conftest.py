@@ -18,7 +18,7 @@ from camproxy.config import Config
 from camproxy.hub.hub import CameraHub
 from camproxy.tap import CameraService, build_service, listening_port
 from camproxy.viewers.websocket import ViewerFactory
-from camproxy.web.gate import SESSION_COOKIE
+from camproxy.web.auth import SESSION_COOKIE
 from tests.wsclient import RecordingViewer, connect_viewer
 
 PASSWORD = "correct horse battery"

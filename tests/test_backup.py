@@ -24,7 +24,7 @@ from twisted.internet.defer import Deferred, gatherResults
 
 from camproxy.accounts.database import schema_scripts
 from camproxy.cli.db import backup_target
-from camproxy.web.gate import SESSION_COOKIE
+from camproxy.web.auth import SESSION_COOKIE
 from tests.browserlike import Browser
 from tests.processes import BIN, REPO, free_port, running, stop, twistd, wait_for_health
 

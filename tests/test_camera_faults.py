@@ -29,7 +29,7 @@ from twisted.logger import ILogObserver, LogEvent, LogLevel, formatEvent, global
 from zope.interface import implementer
 
 from camproxy.democam.robocam import JUNK_JSON, DemoCamera, listen_black_hole, listen_demo_camera
-from camproxy.sources.robocam import dialect as firmware
+from camproxy.hub.source import is_jpeg
 from tests.conftest import RunningCamera, RunningDaemon, wait_until
 from tests.processes import free_port, stop
 from tests.wsclient import RecordingViewer, close_viewer
@@ -115,7 +115,7 @@ async def check_health(reactor: Any, daemon: RunningDaemon) -> dict[str, Any]:
 
 def assert_all_jpeg(viewer: RecordingViewer) -> None:
     for frame in viewer.frames:
-        assert firmware.is_jpeg(frame)
+        assert is_jpeg(frame)
         Image.open(io.BytesIO(frame)).verify()
 
 
@@ -241,7 +241,7 @@ async def test_silent_camera_is_asked_again_and_told_once(
     # The link itself is fine (it answers pings), so the camera still counts as connected.
     assert health["esp32_connected"] is True and False not in scene.statuses()
     warnings = log.warnings()
-    assert len(warnings) == 1 and "getframe" in warnings[0]
+    assert len(warnings) == 1 and "did not answer a frame request" in warnings[0]
 
     scene.knobs.answer_getframe = True
     scene.knobs.push_frames = True
@@ -264,7 +264,7 @@ async def test_slow_camera_still_delivers_late_frames(
     await check_health(reactor, scene.daemon)
     assert False not in scene.statuses()
     warnings = log.warnings()
-    assert len(warnings) == 1 and "getframe" in warnings[0]
+    assert len(warnings) == 1 and "did not answer a frame request" in warnings[0]
 
     scene.knobs.getframe_delay = 0.0
     scene.knobs.push_frames = True

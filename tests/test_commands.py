@@ -14,10 +14,10 @@ from camproxy.hub.commands import (
     LightCommand,
     PositionCommand,
     ServoCommand,
-    parse_viewer_message,
 )
+from camproxy.hub.source import DIRECTIONS, Limits, is_jpeg
 from camproxy.sources.robocam import dialect as firmware
-from camproxy.sources.robocam.dialect import Limits
+from camproxy.viewers.messages import parse_viewer_message
 
 LIMITS = Limits(0, 180, 0, 90)
 
@@ -106,7 +106,7 @@ def test_any_input_is_a_valid_command_or_invalid_command(text: str) -> None:
         assert LIMITS.contains(command.x, command.y)
         assert type(command.x) is int and type(command.y) is int
     elif isinstance(command, ServoCommand):
-        assert command.direction in firmware.DIRECTIONS
+        assert command.direction in DIRECTIONS
     elif isinstance(command, LightCommand):
         assert type(command.on) is bool
 
@@ -148,4 +148,4 @@ def test_firmware_encoding_is_byte_exact() -> None:
     ],
 )
 def test_jpeg_delimiters(data: bytes, ok: bool) -> None:
-    assert firmware.is_jpeg(data) is ok
+    assert is_jpeg(data) is ok

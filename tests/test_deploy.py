@@ -34,7 +34,7 @@ from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS
 
-from camproxy.web.gate import SESSION_COOKIE
+from camproxy.web.auth import SESSION_COOKIE
 from tests.browserlike import Browser
 from tests.certs import CertFiles, make_self_signed
 from tests.processes import BIN, REPO, free_port, running, stop, twistd, wait_for_health

@@ -19,7 +19,7 @@ from twisted.internet import defer, task, threads
 from twisted.internet.protocol import Protocol
 
 from camproxy.viewers.mjpeg import BOUNDARY
-from camproxy.web.gate import SESSION_COOKIE
+from camproxy.web.auth import SESSION_COOKIE
 from tests.browserlike import Browser
 from tests.conftest import PASSWORD
 from tests.wsclient import close_viewer

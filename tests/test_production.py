@@ -16,7 +16,7 @@ from twisted.internet.ssl import Certificate
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS
 
 from camproxy.democam.robocam import listen_demo_camera
-from camproxy.web.gate import SESSION_COOKIE
+from camproxy.web.auth import SESSION_COOKIE
 from tests.browserlike import Browser
 from tests.certs import make_self_signed
 from tests.conftest import PASSWORD, wait_until

@@ -11,7 +11,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import task, threads
 
-from camproxy.web.gate import SESSION_COOKIE
+from camproxy.web.auth import SESSION_COOKIE
 from tests.wsclient import close_viewer
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +14,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import threads
 
-from camproxy.web.gate import SESSION_COOKIE
+from camproxy.web.auth import SESSION_COOKIE
 from tests.browserlike import Browser
 from tests.processes import BIN, REPO, free_port, running, twistd, wait_for_health
 from tests.wsclient import close_viewer, connect_viewer
@@ -69,6 +72,75 @@ async def test_demo_serves_health_and_frames_and_moves(reactor: Any, tmp_path: P
         await viewer.wait_frames(2)
         assert viewer.frames[-1] != before
         await close_viewer(viewer)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest_twisted.ensureDeferred
+async def test_a_clean_stop_exits_0_and_closes_viewers_with_1001(
+    sig: int, reactor: Any, tmp_path: Path
+) -> None:
+    """Docker, supervisord, runit and Kubernetes count 143 (a re-raised SIGTERM) as failure."""
+    port = free_port()
+    with running(
+        twistd("--demo", "--listen", f"tcp:{port}:interface=127.0.0.1"),
+        env={"ADMIN_USERNAME": "admin", "ADMIN_PASSWORD": "demo-pass"},
+        cwd=tmp_path,
+    ) as daemon:
+        wait_for_health(port, daemon)
+        browser = Browser(f"http://127.0.0.1:{port}")
+        assert (await browser.login("admin", "demo-pass")).code == 302
+        cookie = f"{SESSION_COOKIE}={browser.cookie(SESSION_COOKIE)}"
+        viewer = await connect_viewer(reactor, port, headers={"Cookie": cookie})
+        await viewer.wait_frames(1)
+        os.kill(daemon.pid, sig)
+        _clean, code, _reason = await viewer.closed
+        status = await threads.deferToThread(daemon.wait, 20)
+    assert code == 1001
+    assert status == 0
+
+
+DAEMONIZED_STOP = """
+import ctypes, json, os, signal, subprocess, sys, time, urllib.request
+PR_SET_CHILD_SUBREAPER = 36
+ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+twistd, port, pidfile = sys.argv[1], sys.argv[2], sys.argv[3]
+subprocess.run([twistd, "--pidfile", pidfile, "--logfile", "twistd.log", "camproxy", "--demo",
+                "--listen", f"tcp:{port}:interface=127.0.0.1"], check=True, timeout=60)
+deadline = time.monotonic() + 30
+while True:
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1).read()
+        break
+    except OSError:
+        if time.monotonic() > deadline:
+            raise
+        time.sleep(0.05)
+pid = int(open(pidfile).read())
+os.kill(pid, signal.SIGTERM)
+_, status = os.waitpid(pid, 0)   # the daemon is our child now: we are its subreaper
+print(json.dumps({"exited": os.WIFEXITED(status), "code": os.waitstatus_to_exitcode(status)}))
+"""
+
+
+@pytest.mark.slow
+def test_a_daemonized_stop_exits_0(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            DAEMONIZED_STOP,
+            str(BIN / "twistd"),
+            str(free_port()),
+            str(tmp_path / "twistd.pid"),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        env={**os.environ, "SECRET_KEY": "k"},
+    )
+    assert result.returncode == 0, result.stderr + (tmp_path / "twistd.log").read_text()
+    assert json.loads(result.stdout) == {"exited": True, "code": 0}
 
 
 def test_tac_file_runs_the_same_service(tmp_path: Path) -> None:

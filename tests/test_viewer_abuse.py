@@ -20,7 +20,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 
 from camproxy.viewers.websocket import MESSAGE_BURST, MESSAGE_RATE, SLOW_DOWN, ViewerProtocol
-from camproxy.web.gate import SESSION_COOKIE
+from camproxy.web.auth import SESSION_COOKIE
 from tests.conftest import RunningCamera, RunningDaemon, wait_until
 from tests.wsclient import RecordingViewer, close_viewer
 
@@ -444,7 +444,7 @@ async def test_connect_disconnect_churn_leaks_nothing(
 
     await wait_until(reactor, lambda: daemon.hub.viewer_count == 1)
     (remaining,) = daemon.viewers.viewers
-    assert remaining.identity is not None and remaining.identity.user == "observer"
+    assert remaining.admission is not None and remaining.admission.user == "observer"
     await within(
         reactor, 5.0, observer.wait_for(lambda v: v.of_type("client_count")[-1]["count"] == 1)
     )

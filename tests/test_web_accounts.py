@@ -7,7 +7,7 @@ from typing import Any
 import pytest_twisted
 from twisted.internet import defer
 
-from camproxy.web.gate import SESSION_COOKIE
+from camproxy.web.auth import SESSION_COOKIE
 from tests.browserlike import Browser
 from tests.conftest import PASSWORD
 from tests.test_core_integration import handshake_status
@@ -231,10 +231,7 @@ async def test_disable_delete_and_password_change_close_sockets(
 
 
 def _session_watcher(daemon: Any) -> Any:
-    from camproxy.web.gate import SessionWatcher
-
-    (watcher,) = [s for s in daemon.service if isinstance(s, SessionWatcher)]
-    return watcher
+    return daemon.service.getServiceNamed("credentials")
 
 
 @pytest_twisted.ensureDeferred

@@ -1,17 +1,17 @@
-"""Viewer commands (CONTRACT §3, browser -> server): parsing and validation.
+"""Commands for a camera, as values, and their validation.
 
-The WebSocket viewers and the REST API both turn requests into these values, so a
-command is validated in exactly one place before it can reach the camera.
+The WebSocket viewers and the REST API both decode a request into fields and build these
+values with :func:`command_from_fields`, so a command is validated in exactly one place
+before it can reach the camera.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 
 import attrs
 
-from camproxy.sources.robocam.dialect import DIRECTIONS, Limits
+from camproxy.hub.source import DIRECTIONS, Limits
 
 
 @attrs.frozen
@@ -75,19 +75,3 @@ def command_from_fields(kind: str, data: Mapping[str, object], limits: Limits) -
             raise InvalidCommand("field 'state' must be a boolean")
         return LightCommand(state)
     raise InvalidCommand(f"unknown message type {kind!r}"[:200])
-
-
-def parse_viewer_message(text: str, limits: Limits) -> Command:
-    """Parse one text message from a browser; raises :class:`InvalidCommand`."""
-    try:
-        data = json.loads(text)
-    except ValueError:
-        raise InvalidCommand("message is not valid JSON") from None
-    except RecursionError:
-        raise InvalidCommand("message is nested too deeply") from None
-    if not isinstance(data, dict):
-        raise InvalidCommand("message must be a JSON object")
-    kind = data.get("type")
-    if not isinstance(kind, str):
-        raise InvalidCommand("field 'type' must be a string")
-    return command_from_fields(kind, data, limits)

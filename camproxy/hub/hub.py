@@ -1,13 +1,13 @@
 """The hub of one camera: its viewers, frame pacing, newest frame and camera state.
 
-Pure logic. It imports neither Autobahn nor Klein nor SQLite; time comes in as an
-``IReactorTime``, the camera link and the viewers come in behind small interfaces, so
-every rule of CONTRACT §3 "Pacing" is unit-tested with a fake clock.
+Pure logic. It knows no camera dialect (a source behind :class:`ICameraSource` speaks
+it) and no browser protocol (viewers behind :class:`IViewer` encode its typed events);
+time comes in as an ``IReactorTime``, so every rule of CONTRACT §3 "Pacing" is
+unit-tested with a fake clock.
 """
 
 from __future__ import annotations
 
-import json
 from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -16,7 +16,8 @@ import attrs
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
-from zope.interface import Attribute, Interface
+from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from camproxy.hub.commands import (
     CONTROL_COMMANDS,
@@ -26,62 +27,37 @@ from camproxy.hub.commands import (
     PositionCommand,
     ServoCommand,
 )
-from camproxy.sources.robocam import dialect as firmware
+from camproxy.hub.events import (
+    CameraStatus,
+    ClientCount,
+    Event,
+    LightUpdate,
+    PositionUpdate,
+    Refusal,
+    Refused,
+)
+from camproxy.hub.frames import Frame
+from camproxy.hub.source import (
+    Capabilities,
+    CommandFailed,
+    ICameraSource,
+    ISourceListener,
+    Limits,
+    is_jpeg,
+)
+from camproxy.hub.viewer import IRequester, IViewer
 
 T = TypeVar("T")
 
+#: A burst of joins or leaves is folded into one ``ClientCount`` per this many seconds
+#: (CONTRACT §3 allows up to 250 ms after the last change).
+COUNT_FOLD_INTERVAL = 0.1
 
-@attrs.define(eq=False)
-class Frame:
-    """One JPEG from the camera, shared by every viewer.
-
-    Each transport encodes a frame at most once (a prepared WebSocket message, an
-    MJPEG part) through :meth:`encoded`, however many viewers receive it.
-    """
-
-    data: bytes
-    sequence: int
-    received_at: float
-    _encodings: dict[str, Any] = attrs.field(factory=dict, repr=False)
-
-    def encoded(self, key: str, encode: Callable[[bytes], T]) -> T:
-        try:
-            return self._encodings[key]
-        except KeyError:
-            value = self._encodings[key] = encode(self.data)
-            return value
-
-
-class IViewer(Interface):
-    """Something that receives a camera's frames and events: a browser, an MJPEG client."""
-
-    def send_frame(frame: Frame) -> None:
-        """Deliver a frame, or keep it as the newest while the transport is busy."""
-
-    def send_event(message: str) -> None:
-        """Deliver one JSON text event (already encoded once for all viewers)."""
-
-
-class IRequester(Interface):
-    """Whoever sent a command: told about refusals, checked for permission."""
-
-    may_control = Attribute("bool: whether this requester may move the camera or light")
-
-    def command_refused(reason: str) -> None:
-        """The command was not carried out; tell the requester why."""
-
-
-class ICameraLink(Interface):
-    """The one connection to a camera, opened and closed on the hub's demand."""
-
-    def open() -> None:
-        """Connect (and keep reconnecting) until :meth:`close`."""
-
-    def close() -> None:
-        """Disconnect and stop reconnecting."""
-
-    def send_text(text: str) -> None:
-        """Send one text message to the camera; dropped if not connected."""
+NOT_CONNECTED = Refused(Refusal.NOT_CONNECTED, "camera not connected")
+NO_CONTROL = Refused(Refusal.NO_CONTROL, "you do not have permission to control the camera")
+OUT_OF_BOUNDS = Refused(Refusal.OUT_OF_BOUNDS, "Position out of bounds")
+NO_PAN_TILT = Refused(Refusal.UNSUPPORTED, "this camera cannot pan or tilt")
+NO_LIGHT = Refused(Refusal.UNSUPPORTED, "this camera has no light to switch")
 
 
 @attrs.define
@@ -94,23 +70,24 @@ class HubStats:
     frame_request_timeouts: int = 0
     camera_connects: int = 0
     camera_disconnects: int = 0
+    #: Over all viewers: frames written, and frames skipped for viewers that were busy.
+    frames_sent: int = 0
+    frames_skipped: int = 0
 
 
-def event(kind: str, **fields: object) -> str:
-    return json.dumps({"type": kind, **fields}, separators=(",", ":"))
+class CameraUnavailable(Exception):
+    """The camera is not connected, so no frame can come."""
 
 
-NOT_CONNECTED = "camera not connected"
-NO_CONTROL = "you do not have permission to control the camera"
-
-
+@implementer(ISourceListener)
 class CameraHub:
     """Everything CamProxy knows and decides about one camera.
 
     :param clock: the reactor's time, for pacing and idle close.
     :param max_fps: never ask the camera for more frames per second than this.
     :param idle_close: seconds without viewers before the link is closed; 0 keeps it open.
-    :param request_timeout: a ``getframe`` unanswered this long is given up.
+    :param request_timeout: a frame request unanswered this long is given up.
+    :param max_frame_bytes: a larger binary is not a frame.
     """
 
     log = Logger()
@@ -122,21 +99,21 @@ class CameraHub:
         max_fps: float,
         idle_close: float,
         request_timeout: float = 2.0,
-        position_settle: float = 1.0,
+        max_frame_bytes: int = 4 * 1024 * 1024,
     ) -> None:
         self._clock = clock
         self.min_interval = 1.0 / max_fps
         self.idle_close = idle_close
         self.request_timeout = request_timeout
-        self.position_settle = position_settle
-        self._link: ICameraLink | None = None
+        self.max_frame_bytes = max_frame_bytes
+        self._source: ICameraSource | None = None
         self._viewers: set[IViewer] = set()
         self.connected = False
-        self._awaiting_answer = False
         self._link_open = False
+        self._stopped = False
         self.stats = HubStats()
-        self.limits = firmware.Limits()
-        self.position: firmware.Position | None = None
+        self.limits = Limits()
+        self.position: PositionUpdate | None = None
         self.light = False
         self.newest: Frame | None = None
         self._frame_waiters: list[Deferred[Frame]] = []
@@ -145,35 +122,54 @@ class CameraHub:
         self._unanswered = 0
         self._poll_call: IDelayedCall | None = None
         self._idle_call: IDelayedCall | None = None
-        self._settle_call: IDelayedCall | None = None
+        self._count_call: IDelayedCall | None = None
+        self._count_sent: int | None = None
+        self._count_sent_at = float("-inf")
         self._position_requesters: deque[IRequester] = deque(maxlen=16)
 
     # -- wiring ---------------------------------------------------------------
 
-    def start(self, link: ICameraLink) -> None:
-        """Attach the camera link and connect at once (CONTRACT §3: at start)."""
-        self._link = link
+    def start(self, source: ICameraSource) -> None:
+        """Attach the camera source and connect at once (CONTRACT §3: at start)."""
+        self._source = source
+        self._stopped = False
         self._open_link()
         self._arm_idle_close()
 
     def stop(self) -> None:
-        """Cancel every timer and close the link; the hub can be started again."""
-        for call in (self._poll_call, self._idle_call, self._settle_call):
+        """Cancel every timer and close the link; a stopped hub schedules nothing more."""
+        self._stopped = True
+        for call in (self._poll_call, self._idle_call, self._count_call):
             if call is not None and call.active():
                 call.cancel()
-        self._poll_call = self._idle_call = self._settle_call = None
-        if self._link is not None and self._link_open:
+        self._poll_call = self._idle_call = self._count_call = None
+        if self._source is not None and self._link_open:
             self._link_open = False
-            self._link.close()
-        for waiter in self._frame_waiters:
+            self._source.close()
+        waiters, self._frame_waiters = self._frame_waiters, []
+        for waiter in waiters:
             waiter.cancel()
-        self._frame_waiters.clear()
+
+    # -- what the camera is and can do ---------------------------------------------
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._source.capabilities if self._source is not None else Capabilities()
+
+    @property
+    def kind(self) -> str | None:
+        return self._source.kind if self._source is not None else None
 
     # -- viewers ----------------------------------------------------------------
 
     @property
     def viewer_count(self) -> int:
         return len(self._viewers)
+
+    @property
+    def viewers(self) -> frozenset[IViewer]:
+        """The viewers of this camera, whatever their transport."""
+        return frozenset(self._viewers)
 
     @property
     def wants_camera(self) -> bool:
@@ -184,31 +180,35 @@ class CameraHub:
     def link_open(self) -> bool:
         return self._link_open
 
-    def hello_fields(self) -> dict[str, object]:
-        return {"esp32_connected": self.connected}
-
     def attach(self, viewer: IViewer) -> None:
         self._viewers.add(viewer)
+        if self._stopped:
+            return
         self._cancel_idle_close()
         self._open_link()
-        self._broadcast(event("client_count", count=len(self._viewers)))
+        if not self._count_changed():
+            # The others hear of the newcomer a moment later; the newcomer at once.
+            self._deliver(viewer, viewer.send_event, ClientCount(len(self._viewers)))
         if self.position is not None:
-            viewer.send_event(event("position_update", x=self.position.x, y=self.position.y))
-        viewer.send_event(event("light_update", state=self.light))
+            self._deliver(viewer, viewer.send_event, self.position)
+        self._deliver(viewer, viewer.send_event, LightUpdate(self.light))
         self._schedule_poll()
 
     def detach(self, viewer: IViewer) -> None:
         if viewer not in self._viewers:
             return
         self._viewers.discard(viewer)
-        self._broadcast(event("client_count", count=len(self._viewers)))
+        if self._stopped:
+            return
+        self._count_changed()
         if not self._viewers:
             self._schedule_poll()
             self._arm_idle_close()
 
-    def _broadcast(self, message: str) -> None:
+    def broadcast(self, event: Event) -> None:
+        """Send one event to every viewer."""
         for viewer in list(self._viewers):
-            self._deliver(viewer, viewer.send_event, message)
+            self._deliver(viewer, viewer.send_event, event)
 
     def _deliver(self, viewer: IViewer, send: Callable[[T], None], item: T) -> None:
         # One viewer failing (say, closing while we write) must never reach the
@@ -219,15 +219,44 @@ class CameraHub:
             self.log.failure("dropping viewer {viewer} after a send failed", viewer=viewer)
             self.detach(viewer)
 
+    # -- the viewer count, folded ------------------------------------------------
+
+    def _count_changed(self) -> bool:
+        """Tell everyone the new count now, or at the end of the folding interval.
+
+        A crowd joining at once (every daemon restart, every WiFi blip) would otherwise
+        cost N² messages. Returns whether the count went out now.
+        """
+        if self._count_call is not None:
+            return False
+        wait = self._count_sent_at + COUNT_FOLD_INTERVAL - self._clock.seconds()
+        if wait <= 0:
+            self._send_count()
+            return True
+        self._count_call = self._clock.callLater(wait, self._send_folded_count)
+        return False
+
+    def _send_folded_count(self) -> None:
+        self._count_call = None
+        if len(self._viewers) != self._count_sent:
+            self._send_count()
+
+    def _send_count(self) -> None:
+        self._count_sent = count = len(self._viewers)
+        self._count_sent_at = self._clock.seconds()
+        self.broadcast(ClientCount(count))
+
     # -- idle close -------------------------------------------------------------
 
     def _open_link(self) -> None:
-        if self._link is not None and not self._link_open:
+        if self._source is not None and not self._link_open and not self._stopped:
             self._link_open = True
-            self._link.open()
+            self._source.open()
 
     def _arm_idle_close(self) -> None:
-        if self.idle_close > 0 and not self._viewers and self._idle_call is None:
+        if self._stopped or self.idle_close <= 0 or self._viewers or self._frame_waiters:
+            return
+        if self._idle_call is None:
             self._idle_call = self._clock.callLater(self.idle_close, self._close_for_idleness)
 
     def _cancel_idle_close(self) -> None:
@@ -238,51 +267,41 @@ class CameraHub:
 
     def _close_for_idleness(self) -> None:
         self._idle_call = None
-        if self._viewers or self._link is None or not self._link_open:
+        if self._viewers or self._frame_waiters or self._source is None or not self._link_open:
             return
         self.log.info("no viewers for {seconds}s: closing the camera link", seconds=self.idle_close)
         self._link_open = False
-        self._link.close()
+        self._source.close()
 
-    # -- camera events (from the link) -------------------------------------------
+    # -- ISourceListener -------------------------------------------------------------
 
-    def link_opened(self) -> None:
-        """The WebSocket to the camera is up; ask what the firmware asks on every connect.
-
-        The camera counts as connected only once it answers: the firmware accepts a
-        client over its limit and closes it at once, which must not flap the status.
-        """
-        self._awaiting_answer = True
-        assert self._link is not None
-        self._link.send_text(firmware.GET_LIMITS)
-        self._link.send_text(firmware.GET_POS)
-
-    def _camera_answered(self) -> None:
-        self._awaiting_answer = False
+    def source_connected(self) -> None:
+        if self.connected:
+            return
         self.connected = True
         self.stats.camera_connects += 1
         self._request_sent_at = None
-        self._broadcast(event("camera_status", esp32_connected=True))
+        self._last_frame_at = None
+        self.broadcast(CameraStatus(True))
         self._schedule_poll()
 
-    def camera_disconnected(self) -> None:
-        self._awaiting_answer = False
+    def source_disconnected(self) -> None:
         if not self.connected:
             return
         self.connected = False
         self.stats.camera_disconnects += 1
         self._request_sent_at = None
-        self._schedule_poll()
+        # A frame from before the link dropped is never fresh (CONTRACT §5).
+        self.newest = None
         self._position_requesters.clear()
-        self._broadcast(event("camera_status", esp32_connected=False))
-        for waiter in self._frame_waiters:
-            waiter.errback(CameraUnavailable(NOT_CONNECTED))
-        self._frame_waiters.clear()
+        self._schedule_poll()
+        self.broadcast(CameraStatus(False))
+        waiters, self._frame_waiters = self._frame_waiters, []
+        for waiter in waiters:
+            waiter.errback(CameraUnavailable(NOT_CONNECTED.message))
+        self._arm_idle_close()
 
-    def frame_received(self, data: bytes) -> None:
-        """A binary message from the camera, pushed or requested."""
-        if self._awaiting_answer:
-            self._camera_answered()
+    def frame_received(self, data: bytes) -> bool:
         now = self._clock.seconds()
         # Pushed and requested frames look alike: any binary answers the request,
         # and paces the next one, even when it is not a valid JPEG.
@@ -290,14 +309,14 @@ class CameraHub:
         self._request_sent_at = None
         if self._unanswered:
             self.log.info(
-                "camera answers again after {count} unanswered getframe requests",
+                "camera answers again after {count} unanswered frame requests",
                 count=self._unanswered,
             )
             self._unanswered = 0
-        if not firmware.is_jpeg(data):
+        if len(data) > self.max_frame_bytes or not is_jpeg(data):
             self.stats.frames_invalid += 1
             self._schedule_poll()
-            return
+            return False
         self.stats.frames_received += 1
         frame = Frame(data, self.stats.frames_received, now)
         self.newest = frame
@@ -306,76 +325,103 @@ class CameraHub:
         waiters, self._frame_waiters = self._frame_waiters, []
         for waiter in waiters:
             waiter.callback(frame)
+        if waiters:
+            self._arm_idle_close()
+        self._schedule_poll()
+        return True
+
+    def frame_request_failed(self) -> None:
+        self._last_frame_at = self._clock.seconds()
+        self._request_sent_at = None
         self._schedule_poll()
 
-    def text_received(self, text: str) -> None:
-        if self._awaiting_answer:
-            self._camera_answered()
-        message = firmware.parse_camera_text(text)
-        if isinstance(message, firmware.Position):
-            self.position = message
-            self._broadcast(event("position_update", x=message.x, y=message.y))
-        elif isinstance(message, firmware.Limits):
-            self.limits = message
-        elif isinstance(message, firmware.OutOfBounds):
-            if self._position_requesters:
-                self._position_requesters.popleft().command_refused(firmware.OUT_OF_BOUNDS)
-        elif isinstance(message, firmware.Unrecognized):
-            self.log.debug("ignoring unrecognized camera message {text!r}", text=text[:200])
+    def position_reported(self, x: int, y: int) -> None:
+        self.position = PositionUpdate(x, y)
+        self.broadcast(self.position)
+
+    def limits_reported(self, limits: Limits) -> None:
+        self.limits = limits
+
+    def position_refused(self) -> None:
+        if self._position_requesters:
+            self._position_requesters.popleft().command_refused(OUT_OF_BOUNDS)
+
+    def capabilities_changed(self) -> None:
+        self.log.info(
+            "camera is of kind {kind} with {capabilities}",
+            kind=self.kind,
+            capabilities=self.capabilities,
+        )
 
     # -- commands -----------------------------------------------------------------
 
     def execute(self, command: Command, requester: IRequester) -> bool:
-        """Validate permission and link state, then send ``command`` to the camera.
+        """Check permission, capability and link state, then carry ``command`` out.
 
-        Returns whether it was sent; a refusal has been reported to ``requester``.
+        Returns whether it went to the camera; a refusal has been reported to
+        ``requester`` (a light that fails to switch is reported later).
         """
-        if isinstance(command, CONTROL_COMMANDS) and not requester.may_control:
-            requester.command_refused(NO_CONTROL)
+        refusal = self._refusal(command, requester)
+        if refusal is not None:
+            requester.command_refused(refusal)
             return False
-        if not self.connected or self._link is None:
-            requester.command_refused(NOT_CONNECTED)
-            return False
-        send = self._link.send_text
+        source = self._source
+        assert source is not None
         if isinstance(command, ServoCommand):
-            send(command.direction)
+            source.move(command.direction)
         elif isinstance(command, PositionCommand):
             self._position_requesters.append(requester)
-            send(firmware.move_to(command.x, command.y))
-            # The firmware echoes the position from before the move; ask where it
-            # went now, and again once the servos have eased into place.
-            send(firmware.GET_POS)
-            self._arm_settle_query()
+            source.move_to(command.x, command.y)
         elif isinstance(command, GetPosition):
-            send(firmware.GET_POS)
+            source.query_position()
         elif isinstance(command, LightCommand):
-            send(firmware.light(command.on))
-            self.light = command.on
-            self._broadcast(event("light_update", state=command.on))
+            switching = source.set_light(command.on)
+            switching.addCallbacks(
+                lambda _: self._light_switched(command.on),
+                lambda failure: self._light_failed(failure, requester),
+            )
         return True
 
-    def _arm_settle_query(self) -> None:
-        if self._settle_call is not None and self._settle_call.active():
-            self._settle_call.cancel()
-        self._settle_call = self._clock.callLater(self.position_settle, self._settle_query)
+    def _refusal(self, command: Command, requester: IRequester) -> Refused | None:
+        if isinstance(command, CONTROL_COMMANDS) and not requester.may_control:
+            return NO_CONTROL
+        capabilities = self.capabilities
+        if isinstance(command, LightCommand):
+            if not capabilities.light:
+                return NO_LIGHT
+        elif not capabilities.pan_tilt:
+            return NO_PAN_TILT
+        if not self.connected or self._source is None:
+            return NOT_CONNECTED
+        return None
 
-    def _settle_query(self) -> None:
-        self._settle_call = None
-        if self.connected and self._link is not None:
-            self._link.send_text(firmware.GET_POS)
+    def _light_switched(self, on: bool) -> None:
+        self.light = on
+        self.broadcast(LightUpdate(on))
+
+    def _light_failed(self, failure: Failure, requester: IRequester) -> None:
+        if failure.check(CommandFailed):
+            message = f"the camera did not switch its light: {failure.value}"
+        else:
+            self.log.failure("switching the light failed", failure)
+            message = "the camera did not switch its light"
+        requester.command_refused(Refused(Refusal.FAILED, message))
 
     # -- snapshots ------------------------------------------------------------------
 
     def next_frame(self) -> Deferred[Frame]:
         """A Deferred for the next valid frame; wakes the link if it is idle."""
         waiter: Deferred[Frame] = Deferred(lambda d: self._forget_waiter(d))
+        if self._stopped:
+            waiter.errback(CameraUnavailable(NOT_CONNECTED.message))
+            return waiter
         self._frame_waiters.append(waiter)
         self._cancel_idle_close()
         self._open_link()
         self._schedule_poll()
         return waiter
 
-    def _forget_waiter(self, waiter: Deferred[Frame]) -> None:
+    def _forget_waiter(self, waiter: Deferred[Any]) -> None:
         if waiter in self._frame_waiters:
             self._frame_waiters.remove(waiter)
         if not self._frame_waiters:
@@ -385,10 +431,16 @@ class CameraHub:
     # -- pacing -----------------------------------------------------------------
 
     def _wants_frames(self) -> bool:
-        return self.connected and bool(self._viewers or self._frame_waiters)
+        return (
+            not self._stopped
+            and self.connected
+            and self._source is not None
+            and self._source.paced
+            and bool(self._viewers or self._frame_waiters)
+        )
 
     def _schedule_poll(self) -> None:
-        """Send ``getframe`` now if the rules allow, else set one timer for when they will."""
+        """Ask for a frame now if the rules allow, else set one timer for when they will."""
         if self._poll_call is not None and self._poll_call.active():
             self._poll_call.cancel()
         self._poll_call = None
@@ -408,10 +460,10 @@ class CameraHub:
             self._poll_call = self._clock.callLater(due - now, self._schedule_poll)
 
     def _request_frame(self, now: float) -> None:
-        assert self._link is not None
+        assert self._source is not None
         self._request_sent_at = now
         self.stats.frame_requests += 1
-        self._link.send_text(firmware.GETFRAME)
+        self._source.request_frame()
         self._poll_call = self._clock.callLater(self.request_timeout, self._request_timed_out)
 
     def _request_timed_out_now(self) -> None:
@@ -419,7 +471,7 @@ class CameraHub:
         if not self._unanswered:
             # Once per silence, not once per request: the next frame ends it.
             self.log.warn(
-                "camera did not answer getframe within {timeout}s; asking again",
+                "camera did not answer a frame request within {timeout}s; asking again",
                 timeout=self.request_timeout,
             )
         self._unanswered += 1
@@ -432,7 +484,3 @@ class CameraHub:
         if self._request_sent_at is not None:
             self._request_timed_out_now()
         self._schedule_poll()
-
-
-class CameraUnavailable(Exception):
-    """The camera is not connected, so no frame can come."""

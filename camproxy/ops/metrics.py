@@ -1,6 +1,6 @@
 """``/metrics`` in Prometheus text format, from a registry of this daemon's own.
 
-Camera and viewer numbers are read from the hub and the frame totals when scraped, so
+Camera and viewer numbers are read from the hub's counters when scraped, so
 nothing is counted per frame per viewer beyond two integer increments.
 """
 
@@ -13,15 +13,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from camproxy.hub.hub import CameraHub
-from camproxy.viewers.delivery import FrameTotals
 
 
 class CameraCollector(Collector):
     """Reads one camera's hub at scrape time."""
 
-    def __init__(self, hub: CameraHub, totals: FrameTotals, camera: str = "default") -> None:
+    def __init__(self, hub: CameraHub, camera: str = "default") -> None:
         self._hub = hub
-        self._totals = totals
         self._camera = camera
 
     def collect(self) -> Iterator[Metric]:
@@ -47,9 +45,9 @@ class CameraCollector(Collector):
             "Invalid binaries from the camera, dropped",
             stats.frames_invalid,
         )
-        yield counter("camproxy_frames_sent", "Frames written to viewers", self._totals.sent)
+        yield counter("camproxy_frames_sent", "Frames written to viewers", stats.frames_sent)
         yield counter(
-            "camproxy_frames_skipped", "Frames skipped for slow viewers", self._totals.skipped
+            "camproxy_frames_skipped", "Frames skipped for slow viewers", stats.frames_skipped
         )
         yield counter("camproxy_frame_requests", "getframe requests sent", stats.frame_requests)
         yield counter(
@@ -83,5 +81,5 @@ class DaemonMetrics:
             "camproxy_login_failures", "Failed or throttled logins", registry=self.registry
         )
 
-    def watch_camera(self, hub: CameraHub, totals: FrameTotals, camera: str = "default") -> None:
-        self.registry.register(CameraCollector(hub, totals, camera))
+    def watch_camera(self, hub: CameraHub, camera: str = "default") -> None:
+        self.registry.register(CameraCollector(hub, camera))

@@ -13,23 +13,17 @@ from collections.abc import Callable
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
-from camproxy.hub.hub import Frame
-
-
-class FrameTotals:
-    """Frames sent and skipped over all viewers of a camera, for monitoring."""
-
-    sent = 0
-    skipped = 0
+from camproxy.hub.frames import Frame
+from camproxy.hub.hub import HubStats
 
 
 @implementer(IPushProducer)
 class NewestFrameProducer:
     """Registered with a transport as its streaming producer; hands frames to ``deliver``."""
 
-    def __init__(self, deliver: Callable[[Frame], None], totals: FrameTotals | None = None) -> None:
+    def __init__(self, deliver: Callable[[Frame], None], stats: HubStats | None = None) -> None:
         self._deliver = deliver
-        self._totals = totals or FrameTotals()
+        self._stats = stats or HubStats()
         self.paused = False
         self.stopped = False
         self._pending: Frame | None = None
@@ -43,11 +37,11 @@ class NewestFrameProducer:
         if self.paused:
             if self._pending is not None:
                 self.frames_skipped += 1
-                self._totals.skipped += 1
+                self._stats.frames_skipped += 1
             self._pending = frame
             return
         self.frames_sent += 1
-        self._totals.sent += 1
+        self._stats.frames_sent += 1
         self._deliver(frame)
 
     def pauseProducing(self) -> None:

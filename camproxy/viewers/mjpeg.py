@@ -1,6 +1,6 @@
 """``/stream.mjpg``: the live frames as ``multipart/x-mixed-replace`` for VLC, Home
 Assistant, OBS and friends. Each stream is a viewer of the hub like a browser is, with
-the same newest-frame backpressure."""
+the same newest-frame backpressure, and ends like one when its credential ends."""
 
 from __future__ import annotations
 
@@ -8,8 +8,12 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
-from camproxy.hub.hub import CameraHub, Frame, IViewer
-from camproxy.viewers.delivery import FrameTotals, NewestFrameProducer
+from camproxy.hub.events import CloseReason, Event
+from camproxy.hub.frames import Frame
+from camproxy.hub.hub import CameraHub
+from camproxy.hub.viewer import IViewer
+from camproxy.viewers.delivery import NewestFrameProducer
+from camproxy.viewers.socketopts import limit_unsent_bytes
 
 BOUNDARY = b"camproxyframe"
 CONTENT_TYPE = b"multipart/x-mixed-replace; boundary=" + BOUNDARY
@@ -28,10 +32,18 @@ def mjpeg_part(jpeg: bytes) -> bytes:
 class MjpegViewer:
     """One open ``/stream.mjpg`` response."""
 
-    def __init__(self, hub: CameraHub, request: Request, totals: FrameTotals) -> None:
+    def __init__(
+        self,
+        hub: CameraHub,
+        request: Request,
+        principal: object,
+        unsent_limit: int = 64 * 1024,
+    ) -> None:
         self._hub = hub
         self._request = request
-        self.frames = NewestFrameProducer(self._write, totals)
+        self.principal = principal
+        self.frames = NewestFrameProducer(self._write, hub.stats)
+        self._unsent_limit = unsent_limit
         self._open = True
 
     def start(self) -> None:
@@ -40,6 +52,7 @@ class MjpegViewer:
         request.setHeader(b"Cache-Control", b"no-store, no-cache, must-revalidate")
         request.setHeader(b"Pragma", b"no-cache")
         request.setHeader(b"X-Accel-Buffering", b"no")
+        limit_unsent_bytes(request.transport, self._unsent_limit)
         request.registerProducer(self.frames, True)
         request.notifyFinish().addBoth(self._finished)
         self._hub.attach(self)
@@ -58,8 +71,16 @@ class MjpegViewer:
     def _write(self, frame: Frame) -> None:
         self._request.write(frame.encoded("mjpeg", mjpeg_part))
 
-    def send_event(self, message: str) -> None:
+    def send_event(self, event: Event) -> None:
         """MJPEG carries pictures only."""
+
+    def close(self, reason: CloseReason) -> None:
+        """End the stream: the client sees the response end (a player may retry and be
+        refused without a valid credential)."""
+        if self._open:
+            self._open = False
+            self._request.unregisterProducer()
+            self._request.finish()
 
 
 class MjpegStream(Resource):
@@ -67,11 +88,11 @@ class MjpegStream(Resource):
 
     isLeaf = True
 
-    def __init__(self, hub: CameraHub, totals: FrameTotals) -> None:
+    def __init__(self, hub: CameraHub, principal: object) -> None:
         super().__init__()
         self._hub = hub
-        self._totals = totals
+        self._principal = principal
 
     def render_GET(self, request: Request) -> int:
-        MjpegViewer(self._hub, request, self._totals).start()
+        MjpegViewer(self._hub, request, self._principal).start()
         return NOT_DONE_YET

@@ -1,4 +1,4 @@
-"""Browser viewers on ``/ws``: the handshake gate, commands in, frames and events out.
+"""Browser viewers on ``/ws``: admitted by a gate, commands in, frames and events out.
 
 Each viewer is a push *producer* for its own transport. While the transport holds
 unsent data it pauses us, and we keep only the newest frame for it: a slow viewer
@@ -7,25 +7,29 @@ skips frames instead of growing a queue, and never delays the others.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
 import attrs
 import txaio
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
-from autobahn.websocket.protocol import ConnectionRequest, PreparedMessage
+from autobahn.websocket.protocol import ConnectionRequest, PreparedMessage, WebSocketProtocol
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.defer import Deferred, DeferredList
-from twisted.internet.interfaces import IConsumer, IReactorTime, ISSLTransport
+from twisted.internet.interfaces import IConsumer, IReactorTime
+from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
-from camproxy.hub.commands import InvalidCommand, parse_viewer_message
-from camproxy.hub.hub import CameraHub, Frame, IRequester, IViewer, event
-from camproxy.viewers.delivery import FrameTotals, NewestFrameProducer
+from camproxy.hub.commands import InvalidCommand
+from camproxy.hub.events import CloseReason, Event, Refused
+from camproxy.hub.frames import Frame
+from camproxy.hub.hub import CameraHub
+from camproxy.hub.viewer import IRequester, IViewer
+from camproxy.viewers.delivery import NewestFrameProducer
 from camproxy.viewers.directwrite import write_now
+from camproxy.viewers.messages import encode_error, encode_event, encode_hello, parse_viewer_message
 from camproxy.viewers.ratelimit import TokenBucket
-from camproxy.web.proxies import TrustedProxies
+from camproxy.viewers.socketopts import limit_unsent_bytes
 
 #: CONTRACT §3: a text message over 64 KiB closes the connection with 1009.
 MAX_INCOMING_MESSAGE = 64 * 1024
@@ -37,32 +41,46 @@ SLOW_DOWN = "too many messages; slow down"
 THROTTLE_NOTICE_INTERVAL = 1.0
 CLOSE_GOING_AWAY = 1001
 CLOSE_TOO_BIG = 1009
+#: The page goes back to the login form on 4001 and reloads on 4002.
+CLOSE_CODES = {
+    CloseReason.GOING_AWAY: (CLOSE_GOING_AWAY, "server shutting down"),
+    CloseReason.SESSION_ENDED: (4001, "session ended"),
+    CloseReason.ACCESS_CHANGED: (4002, "permissions changed"),
+    CloseReason.CAMERA_REMOVED: (4004, "camera removed"),
+}
 
 
 @attrs.frozen
-class ViewerIdentity:
-    """Who is on the other end of a viewer socket, decided at the handshake."""
+class Admission:
+    """Who may watch, as the gate decided at the handshake.
 
+    ``principal`` is the credential the viewer was admitted with, opaque here: the
+    credential watcher closes viewers whose principal has ended.
+    """
+
+    principal: object
     user: str | None
     is_admin: bool = False
-    can_control: bool = True
-    user_id: str | None = None
-    session_id: str | None = None
-
-    @property
-    def may_control(self) -> bool:
-        return self.is_admin or self.can_control
+    may_control: bool = False
 
 
 class IHandshakeGate(Interface):
     """Decides whether a WebSocket upgrade request may become a viewer."""
 
-    def admit(request: ConnectionRequest, secure: bool) -> Deferred[ViewerIdentity]:
-        """Fire with the viewer's identity, or fail with ``ConnectionDeny(403)``."""
+    def admit(request: ConnectionRequest, secure: bool, peer: str) -> Deferred[Admission]:
+        """Fire with the admission, or fail with :class:`ConnectionDeny` (403)."""
 
 
 def forbidden(reason: str) -> ConnectionDeny:
     return ConnectionDeny(ConnectionDeny.FORBIDDEN, reason)
+
+
+#: Autobahn copies each of these options from the factory onto every protocol and
+#: pretty-prints them all for a debug line that is then thrown away: about a fifth of a
+#: handshake's CPU. The viewer copies them in one step instead (see ``connectionMade``).
+_SERVER_OPTIONS = tuple(
+    WebSocketProtocol.CONFIG_ATTRS_COMMON + WebSocketProtocol.CONFIG_ATTRS_SERVER
+)
 
 
 @implementer(IViewer, IRequester)
@@ -73,12 +91,15 @@ class ViewerProtocol(WebSocketServerProtocol):
     #: txaio's logger drops Autobahn's per-message debug traces before they become events
     #: (a Twisted ``Logger`` would build one for every frame sent to every viewer).
     log = txaio.make_logger()  # type: ignore[attr-defined]
+    CONFIG_ATTRS: list[str] = []
 
-    identity: ViewerIdentity | None = None
+    admission: Admission | None = None
     frames: NewestFrameProducer | None = None
     gone: Deferred[None]
     _attached = False
     _commands: TokenBucket | None = None
+    _opened_at: float | None = None
+    _peer_host = "-"
     #: Messages dropped over the rate limit, and when the viewer was last told.
     throttled = 0
     _throttle_noticed_at: float | None = None
@@ -87,6 +108,7 @@ class ViewerProtocol(WebSocketServerProtocol):
 
     def connectionMade(self) -> None:
         self.gone = Deferred()
+        self.__dict__.update(self.factory.protocol_options)
         super().connectionMade()
 
     def connectionLost(self, reason: Any = None) -> None:
@@ -96,43 +118,62 @@ class ViewerProtocol(WebSocketServerProtocol):
 
     def onConnect(self, request: ConnectionRequest) -> Deferred[None]:  # type: ignore[override]
         assert self.transport is not None
-        secure = self.factory.proxies.is_secure(
-            str(getattr(self.transport.getPeer(), "host", "")),
-            ISSLTransport.providedBy(self.transport),
-            request.headers.get("x-forwarded-proto"),
-        )
-        admitted = self.factory.gate.admit(request, secure)
+        factory = self.factory
+        self._peer_host = str(getattr(self.transport.getPeer(), "host", "-"))
+        secure = factory.is_secure(self.transport, self._peer_host, request.headers)
+        admitted = factory.gate.admit(request, secure, self._peer_host)
 
-        def remember(identity: ViewerIdentity) -> None:
-            self.identity = identity
+        def remember(admission: Admission) -> None:
+            self.admission = admission
 
-        return admitted.addCallback(remember)
+        def refused(failure: Any) -> Any:
+            denial = failure.value
+            if isinstance(denial, ConnectionDeny):
+                factory.request_log.info(
+                    '{client} "GET {path}" {status} refused: {reason}',
+                    client=factory.client_address(self._peer_host, request.headers),
+                    path=request.path,
+                    status=denial.code,
+                    reason=denial.reason,
+                )
+            return failure
+
+        return admitted.addCallbacks(remember, refused)
 
     def onOpen(self) -> None:
+        factory = self.factory
         # Twisted Web's channel was the transport's producer; our frames are now.
         transport = self.transport
         assert IConsumer.providedBy(transport)
         transport.unregisterProducer()
-        self.frames = NewestFrameProducer(self._write_frame, self.factory.totals)
+        limit_unsent_bytes(transport, factory.unsent_limit)
+        self.frames = NewestFrameProducer(self._write_frame, factory.hub.stats)
         transport.registerProducer(self.frames, True)
-        self._commands = TokenBucket(self.factory.clock, rate=MESSAGE_RATE, burst=MESSAGE_BURST)
-        assert self.identity is not None
-        hub = self.factory.hub
-        self.send_event(
-            json.dumps(
+        self._commands = TokenBucket(factory.clock, rate=MESSAGE_RATE, burst=MESSAGE_BURST)
+        self._opened_at = factory.clock.seconds()
+        admission = self.admission
+        assert admission is not None
+        factory.request_log.info(
+            '{client} "GET {path}" 101 user={user}',
+            client=self._client(),
+            path=self.http_request_path,
+            user=admission.user,
+        )
+        hub = factory.hub
+        self.sendMessage(
+            encode_hello(
                 {
-                    "type": "hello",
-                    "user": self.identity.user,
-                    "is_admin": self.identity.is_admin,
-                    "can_control": self.identity.may_control,
+                    "user": admission.user,
+                    "is_admin": admission.is_admin,
+                    "can_control": admission.may_control,
                     "limits": hub.limits.as_json(),
-                    **hub.hello_fields(),
-                },
-                separators=(",", ":"),
-            )
+                    "esp32_connected": hub.connected,
+                }
+            ).encode("utf-8"),
+            isBinary=False,
         )
         self._attached = True
-        self.factory.viewer_opened(self)
+        factory.viewer_opened(self)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         if self.frames is not None:
@@ -140,6 +181,21 @@ class ViewerProtocol(WebSocketServerProtocol):
         if self._attached:
             self._attached = False
             self.factory.viewer_closed(self)
+            assert self._opened_at is not None and self.frames is not None
+            self.factory.request_log.info(
+                '{client} "GET {path}" closed user={user} code={code} after {duration:.1f}s, '
+                "{sent} frames sent, {skipped} skipped",
+                client=self._client(),
+                path=self.http_request_path,
+                user=self.admission.user if self.admission is not None else None,
+                code=code,
+                duration=self.factory.clock.seconds() - self._opened_at,
+                sent=self.frames.frames_sent,
+                skipped=self.frames.frames_skipped,
+            )
+
+    def _client(self) -> str:
+        return self.factory.client_address(self._peer_host, self.http_headers)
 
     # -- browser -> server --------------------------------------------------
 
@@ -156,12 +212,12 @@ class ViewerProtocol(WebSocketServerProtocol):
             self._throttle()
             return
         if isBinary:
-            self.command_refused("binary messages are not accepted; send JSON text")
+            self._send_error("binary messages are not accepted; send JSON text")
             return
         try:
             command = parse_viewer_message(payload.decode("utf-8"), self.factory.hub.limits)
         except InvalidCommand as refusal:
-            self.command_refused(str(refusal))
+            self._send_error(str(refusal))
             return
         self.factory.hub.execute(command, self)
 
@@ -173,22 +229,30 @@ class ViewerProtocol(WebSocketServerProtocol):
         last = self._throttle_noticed_at
         if last is None or now - last >= THROTTLE_NOTICE_INTERVAL:
             self._throttle_noticed_at = now
-            self.command_refused(SLOW_DOWN)
+            self._send_error(SLOW_DOWN)
+
+    def _send_error(self, message: str) -> None:
+        if self.state == self.STATE_OPEN:
+            self.sendMessage(encode_error(message).encode("utf-8"), isBinary=False)
 
     # -- IRequester ------------------------------------------------------------
 
     @property
     def may_control(self) -> bool:
-        return self.identity is not None and self.identity.may_control
+        return self.admission is not None and self.admission.may_control
 
-    def command_refused(self, reason: str) -> None:
-        self.send_event(event("error", message=reason))
+    def command_refused(self, refused: Refused) -> None:
+        self._send_error(refused.message)
 
     # -- IViewer ------------------------------------------------------------------
 
-    def send_event(self, message: str) -> None:
+    @property
+    def principal(self) -> object:
+        return self.admission.principal if self.admission is not None else None
+
+    def send_event(self, event: Event) -> None:
         if self.state == self.STATE_OPEN:
-            self.sendMessage(message.encode("utf-8"), isBinary=False)
+            self.sendMessage(self.factory.encoded_event(event), isBinary=False)
 
     def send_frame(self, frame: Frame) -> None:
         if self.state == self.STATE_OPEN and self.frames is not None:
@@ -202,6 +266,10 @@ class ViewerProtocol(WebSocketServerProtocol):
         prepared = frame.encoded("websocket", self.factory.prepare_frame)
         write_now(self.transport, prepared.payloadHybi)
 
+    def close(self, reason: CloseReason) -> None:
+        code, text = CLOSE_CODES[reason]
+        self.close_viewer(code, text)
+
     def close_viewer(self, code: int, reason: str) -> None:
         if self.state not in (self.STATE_OPEN, self.STATE_CONNECTING):
             return
@@ -214,9 +282,18 @@ class ViewerProtocol(WebSocketServerProtocol):
 
 
 class ViewerFactory(WebSocketServerFactory):
-    """Builds viewer protocols for one camera hub and remembers the open ones."""
+    """Builds viewer protocols for one camera hub and remembers the open ones.
+
+    :param secure: tells whether a connection is TLS as the browser sees it (its own,
+        or a trusted proxy's), from the transport, the peer's address and the headers.
+    :param client_address: the client's address for the request log (behind a
+        trusted proxy, the one it forwarded).
+    :param unsent_limit: bytes the kernel may hold unsent for one viewer (about two
+        frames): beyond that the viewer counts as busy and gets the newest frame only.
+    """
 
     protocol = ViewerProtocol  # type: ignore[assignment]
+    request_log = Logger(namespace="camproxy.viewers.requests")
 
     def __init__(
         self,
@@ -224,18 +301,22 @@ class ViewerFactory(WebSocketServerFactory):
         gate: IHandshakeGate,
         clock: IReactorTime,
         *,
-        proxies: TrustedProxies | None = None,
-        totals: FrameTotals | None = None,
+        is_secure: Callable[[Any, str, dict[str, str]], bool] = lambda *_: False,
+        client_address: Callable[[str, dict[str, str]], str] = lambda peer, _: peer,
+        unsent_limit: int = 64 * 1024,
         **kw: Any,
     ):
         super().__init__(**kw)
         self.hub = hub
         self.gate = gate
         self.clock = clock
-        self.proxies = proxies or TrustedProxies()
-        self.totals = totals or FrameTotals()
+        self.is_secure = is_secure
+        self.client_address = client_address
+        self.unsent_limit = unsent_limit
         self.viewers: set[ViewerProtocol] = set()
         self.throttled = 0
+        self._last_event: Event | None = None
+        self._last_encoded = b""
         self.setProtocolOptions(
             webStatus=False,
             failByDrop=False,
@@ -243,10 +324,25 @@ class ViewerFactory(WebSocketServerFactory):
             autoPingTimeout=10.0,
             openHandshakeTimeout=10.0,
             closeHandshakeTimeout=3.0,
+            # Autobahn would answer an Origin of "null" (sandboxed frames, file:// pages)
+            # with 400; the gate refuses it with 403 like any other origin not allowed.
+            allowNullOrigin=True,
         )
+
+    @property
+    def protocol_options(self) -> dict[str, Any]:
+        """The options every protocol copies, read once per connection."""
+        return {name: getattr(self, name) for name in _SERVER_OPTIONS}
 
     def prepare_frame(self, data: bytes) -> PreparedMessage:
         return self.prepareMessage(data, isBinary=True, doNotCompress=True)
+
+    def encoded_event(self, event: Event) -> bytes:
+        """The event as UTF-8 JSON, encoded once however many viewers get it."""
+        if event is not self._last_event:
+            self._last_event = event
+            self._last_encoded = encode_event(event).encode("utf-8")
+        return self._last_encoded
 
     def viewer_opened(self, viewer: ViewerProtocol) -> None:
         self.viewers.add(viewer)
@@ -256,24 +352,11 @@ class ViewerFactory(WebSocketServerFactory):
         self.viewers.discard(viewer)
         self.hub.detach(viewer)
 
-    def close_all(self, code: int, reason: str, timeout: float = 3.0) -> Deferred[Any]:
+    def close_all(self, reason: CloseReason, timeout: float = 3.0) -> Deferred[Any]:
         """Close every viewer; fires once all are gone (or after ``timeout``)."""
         gone = [viewer.gone for viewer in self.viewers]
         for viewer in list(self.viewers):
-            viewer.close_viewer(code, reason)
+            viewer.close(reason)
         waiting = DeferredList(gone, consumeErrors=True)
         waiting.addTimeout(timeout, self.clock)
         return waiting.addErrback(lambda _: None)
-
-    def close_where(
-        self, predicate: Callable[[ViewerIdentity], bool], code: int, reason: str
-    ) -> int:
-        """Close every open viewer whose identity matches; returns how many."""
-        closing = [
-            viewer
-            for viewer in self.viewers
-            if viewer.identity is not None and predicate(viewer.identity)
-        ]
-        for viewer in closing:
-            viewer.close_viewer(code, reason)
-        return len(closing)

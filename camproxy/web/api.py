@@ -19,15 +19,18 @@ from twisted.web.server import Request
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from zope.interface import implementer
 
+from camproxy.accounts.principal import Principal
 from camproxy.hub.commands import InvalidCommand, command_from_fields
-from camproxy.hub.hub import NO_CONTROL, NOT_CONNECTED, CameraHub, CameraUnavailable, IRequester
+from camproxy.hub.events import Refusal, Refused
+from camproxy.hub.hub import NOT_CONNECTED, CameraHub, CameraUnavailable
+from camproxy.hub.viewer import IRequester
 from camproxy.ops.metrics import DaemonMetrics
-from camproxy.viewers.delivery import FrameTotals
 from camproxy.viewers.mjpeg import MjpegStream
-from camproxy.web.auth import Authenticator, Principal
+from camproxy.web.auth import Authenticator
 from camproxy.web.csrf import CsrfTokens
 from camproxy.web.openapi import openapi_document
 from camproxy.web.proxies import IPNetwork, address_in
+from camproxy.web.rendering import json_response
 
 #: A snapshot older than this is refreshed from the camera first.
 SNAPSHOT_FRESH = 1.5
@@ -35,24 +38,28 @@ SNAPSHOT_WAIT = 5.0
 MAX_BODY = 4096
 
 
+#: The HTTP status of each refusal of a command.
+REFUSAL_STATUS = {
+    Refusal.NO_CONTROL: 403,
+    Refusal.NOT_CONNECTED: 503,
+    Refusal.UNSUPPORTED: 400,
+    Refusal.OUT_OF_BOUNDS: 400,
+    Refusal.CONTROL_HELD: 409,
+    Refusal.FAILED: 502,
+}
+
+
 @implementer(IRequester)
 @attrs.define
 class ApiRequester:
-    """A REST caller as the hub sees it: refusals are kept to become the HTTP answer."""
+    """A REST caller as the hub sees it: the first refusal becomes the HTTP answer."""
 
     may_control: bool
-    refusal: str | None = None
+    refused: Refused | None = None
 
-    def command_refused(self, reason: str) -> None:
-        if self.refusal is None:
-            self.refusal = reason
-
-
-def json_response(request: IRequest, code: int, body: object) -> bytes:
-    request.setResponseCode(code)
-    request.setHeader(b"Content-Type", b"application/json")
-    request.setHeader(b"Cache-Control", b"no-store")
-    return json.dumps(body).encode()
+    def command_refused(self, refused: Refused) -> None:
+        if self.refused is None:
+            self.refused = refused
 
 
 class IntegrationApi:
@@ -67,7 +74,6 @@ class IntegrationApi:
         csrf: CsrfTokens,
         clock: IReactorTime,
         *,
-        totals: FrameTotals,
         metrics: DaemonMetrics,
         metrics_allow: tuple[IPNetwork, ...] = (),
     ) -> None:
@@ -75,7 +81,6 @@ class IntegrationApi:
         self.auth = auth
         self.csrf = csrf
         self.clock = clock
-        self.totals = totals
         self.metrics = metrics
         self.metrics_allow = metrics_allow
 
@@ -87,26 +92,37 @@ class IntegrationApi:
 
     @app.route("/stream.mjpg", methods=["GET"])
     async def stream(self, request: Request) -> Any:
-        if await self.auth.principal(request, allow_query_token=True) is None:
+        principal = await self.auth.principal(request, allow_query_token=True)
+        if principal is None:
             return self.unauthorized(request)
-        return MjpegStream(self.hub, self.totals)
+        return MjpegStream(self.hub, principal)
 
     @app.route("/snapshot.jpg", methods=["GET", "HEAD"])
     async def snapshot(self, request: IRequest) -> bytes:
         if await self.auth.principal(request, allow_query_token=True) is None:
             return self.unauthorized(request)
-        frame = self.hub.newest
+        hub = self.hub
+        if hub.link_open and not hub.connected:
+            # The camera is down: say so now rather than hold the client (CONTRACT §5).
+            return self.camera_down(request)
+        frame = hub.newest
         if frame is None or self.clock.seconds() - frame.received_at > SNAPSHOT_FRESH:
-            waiting = self.hub.next_frame()
+            waiting = hub.next_frame()
             waiting.addTimeout(SNAPSHOT_WAIT, self.clock)
             try:
                 frame = await waiting
             except (CameraUnavailable, TimeoutError, CancelledError):
-                request.setHeader(b"Retry-After", b"5")
-                return json_response(request, 503, {"error": NOT_CONNECTED})
+                return self.camera_down(request)
         request.setHeader(b"Content-Type", b"image/jpeg")
         request.setHeader(b"Cache-Control", b"no-store")
+        # One JPEG of known size: still-image clients and caches want Content-Length,
+        # not chunks (also on HEAD, which has no body).
+        request.setHeader(b"Content-Length", str(len(frame.data)).encode())
         return frame.data
+
+    def camera_down(self, request: IRequest) -> bytes:
+        request.setHeader(b"Retry-After", b"5")
+        return json_response(request, 503, {"error": NOT_CONNECTED.message})
 
     # -- REST ---------------------------------------------------------------------
 
@@ -148,11 +164,13 @@ class IntegrationApi:
         except InvalidCommand as problem:
             return json_response(request, 400, {"error": str(problem)})
         requester = ApiRequester(may_control=principal.may_control)
-        if not self.hub.execute(command, requester):
-            code = {NO_CONTROL: 403, NOT_CONNECTED: 503}.get(requester.refusal or "", 400)
+        self.hub.execute(command, requester)
+        refused = requester.refused
+        if refused is not None:
+            code = REFUSAL_STATUS[refused.reason]
             if code == 503:
                 request.setHeader(b"Retry-After", b"5")
-            return json_response(request, code, {"error": requester.refusal})
+            return json_response(request, code, {"error": refused.message})
         return json_response(request, 200, {"ok": True})
 
     def _csrf_ok(self, request: IRequest, principal: Principal) -> bool:

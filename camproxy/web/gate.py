@@ -1,126 +1,115 @@
-"""The boundary between accounts and viewers: who may open ``/ws``, and for how long.
+"""The boundary between accounts and viewers: who may watch, and for how long.
 
-The gate admits a WebSocket upgrade only with a valid session cookie and an allowed
-``Origin`` (CONTRACT §3); the watcher closes sockets whose session has ended, also when
-that happened in another process (``camproxy user disable`` and friends).
+The gate admits a WebSocket upgrade only with a valid session cookie (CONTRACT §3;
+the ``Origin`` is checked before, by the site). The credential watcher ends every
+viewer — WebSocket or MJPEG — whose session or token has ended, also when that
+happened in another process (``camproxy user disable``, ``camproxy token revoke``).
 """
 
 from __future__ import annotations
 
-from http.cookies import CookieError, SimpleCookie
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from autobahn.websocket.protocol import ConnectionRequest
-from twisted.application.service import Service
+from twisted.application.internet import TimerService
 from twisted.internet.defer import Deferred
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from camproxy.accounts.principal import Principal
 from camproxy.accounts.service import AccountsService
-from camproxy.accounts.sessions import Session
-from camproxy.viewers.websocket import IHandshakeGate, ViewerFactory, ViewerIdentity, forbidden
-from camproxy.web.origins import OriginPolicy
+from camproxy.hub.events import CloseReason
+from camproxy.hub.viewer import IViewer
+from camproxy.viewers.websocket import Admission, IHandshakeGate, forbidden
+from camproxy.web.auth import SESSION_COOKIE, Authenticator, cookie_value
 
-SESSION_COOKIE = "camproxy_session"
-#: Close code telling the page its session is over: back to the login page.
-CLOSE_SESSION_ENDED = 4001
-CLOSE_PERMISSIONS_CHANGED = 4002
-
-
-def cookie_value(header: str | None, name: str) -> str | None:
-    if not header:
-        return None
-    jar: SimpleCookie = SimpleCookie()
-    try:
-        jar.load(header)
-    except CookieError:
-        return None
-    morsel = jar.get(name)
-    return morsel.value if morsel is not None else None
-
-
-def identity_of(session: Session) -> ViewerIdentity:
-    return ViewerIdentity(
-        user=session.username,
-        is_admin=session.is_admin,
-        can_control=session.can_control,
-        user_id=session.user_id,
-        session_id=session.id,
-    )
+#: Seconds between two checks for ended credentials (CONTRACT §4: within 10 s).
+WATCH_INTERVAL = 5.0
 
 
 @implementer(IHandshakeGate)
 class SessionGate:
-    """Admits a viewer with a valid session cookie and an allowed (or absent) Origin."""
+    """Admits a viewer with a valid session cookie."""
 
-    def __init__(self, accounts: AccountsService, origins: OriginPolicy) -> None:
-        self._accounts = accounts
-        self._origins = origins
+    def __init__(self, auth: Authenticator) -> None:
+        self._auth = auth
 
-    def admit(self, request: ConnectionRequest, secure: bool) -> Deferred[ViewerIdentity]:
-        return Deferred.fromCoroutine(self._admit(request, secure))
-
-    async def _admit(self, request: ConnectionRequest, secure: bool) -> ViewerIdentity:
-        headers = request.headers
-        if not self._origins.allows(headers.get("origin"), headers.get("host"), secure):
-            raise forbidden("origin not allowed")
-        session_id = cookie_value(headers.get("cookie"), SESSION_COOKIE)
-        await self._accounts.when_ready()
-        sessions = self._accounts.sessions
-        if not session_id or sessions is None:
-            raise forbidden("login required")
-        session = await sessions.lookup(session_id)
-        if session is None:
-            raise forbidden("login required")
-        return identity_of(session)
+    def admit(self, request: ConnectionRequest, secure: bool, peer: str) -> Deferred[Admission]:
+        session_id = cookie_value(request.headers.get("cookie"), SESSION_COOKIE)
+        looking = self._auth.session_principal(session_id, memo=True)
+        return looking.addCallback(_admission)
 
 
-class SessionWatcher(Service):
-    """Every few seconds, closes the sockets whose sessions no longer exist."""
+def _admission(principal: Principal | None) -> Admission:
+    if principal is None:
+        raise forbidden("login required")
+    return Admission(
+        principal=principal,
+        user=principal.username,
+        is_admin=principal.is_admin,
+        may_control=principal.may_control,
+    )
+
+
+class ViewerDirectory:
+    """Every viewer of every camera, whatever its transport, for closing by credential."""
+
+    def __init__(self, viewers: Callable[[], Iterable[IViewer]]) -> None:
+        self._viewers = viewers
+
+    def principals(self) -> list[tuple[IViewer, Principal]]:
+        return [
+            (viewer, viewer.principal)
+            for viewer in self._viewers()
+            if isinstance(viewer.principal, Principal)
+        ]
+
+    def close_where(self, predicate: Callable[[Principal], bool], reason: CloseReason) -> int:
+        """Close every viewer whose principal matches; returns how many."""
+        closing = [viewer for viewer, principal in self.principals() if predicate(principal)]
+        for viewer in closing:
+            viewer.close(reason)
+        return len(closing)
+
+
+class CredentialWatcher(TimerService):
+    """Every few seconds, ends the viewers whose session or token no longer works."""
 
     log = Logger()
 
     def __init__(
-        self, reactor: Any, accounts: AccountsService, viewers: ViewerFactory, interval: float = 5.0
+        self,
+        clock: Any,
+        accounts: AccountsService,
+        directory: ViewerDirectory,
+        interval: float = WATCH_INTERVAL,
     ) -> None:
+        super().__init__(interval, self.check)
+        self.clock = clock
         self._accounts = accounts
-        self._viewers = viewers
-        self._interval = interval
-        self._loop = LoopingCall(self.check)
-        self._loop.clock = reactor
-
-    def startService(self) -> None:
-        super().startService()
-        self._loop.start(self._interval, now=False)
-
-    def stopService(self) -> None:
-        super().stopService()
-        if self._loop.running:
-            self._loop.stop()
+        self._directory = directory
 
     async def _check(self) -> None:
-        sessions = self._accounts.sessions
-        if sessions is None:
+        sessions, tokens = self._accounts.sessions, self._accounts.tokens
+        if sessions is None or tokens is None:
             return
-        open_ids = {
-            v.identity.session_id
-            for v in self._viewers.viewers
-            if v.identity is not None and v.identity.session_id is not None
-        }
-        if not open_ids:
-            return
-        alive = await sessions.alive(open_ids)
-        ended = open_ids - alive
-        if ended:
-            self._viewers.close_where(
-                lambda identity: identity.session_id in ended,
-                CLOSE_SESSION_ENDED,
-                "session ended",
+        watched = self._directory.principals()
+        session_ids = {p.session_id for _, p in watched if p.session_id is not None}
+        token_ids = {p.token_id for _, p in watched if p.token_id is not None}
+        alive_sessions = await sessions.alive(session_ids) if session_ids else set()
+        alive_tokens = await tokens.alive(token_ids) if token_ids else set()
+        ended_sessions = session_ids - alive_sessions
+        ended_tokens = token_ids - alive_tokens
+        if ended_sessions or ended_tokens:
+            closed = self._directory.close_where(
+                lambda p: p.session_id in ended_sessions or p.token_id in ended_tokens,
+                CloseReason.SESSION_ENDED,
             )
+            self.log.info("closed {count} viewers whose credentials ended", count=closed)
 
     def check(self) -> Deferred[None]:
         checking = Deferred.fromCoroutine(self._check())
-        # A failed check (say, the database is busy) must not stop the loop for good.
-        checking.addErrback(lambda failure: self.log.failure("session check failed", failure))
+        # A failed check (say, the database is busy) must not stop the timer for good.
+        checking.addErrback(lambda failure: self.log.failure("credential check failed", failure))
         return checking

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from camproxy.sources.robocam.dialect import Limits
+from camproxy.hub.source import Limits
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 

@@ -1,6 +1,7 @@
 """The RoboCam firmware's WebSocket dialect, both directions (CONTRACT §1).
 
-Pure functions and value types: no sockets, no Autobahn, no clock.
+Pure functions and value types: no sockets, no Autobahn, no clock. The firmware is
+``ESP32Cam/src/main.cpp`` in the public RoboCam repository.
 """
 
 from __future__ import annotations
@@ -11,32 +12,14 @@ from typing import Final
 
 import attrs
 
+from camproxy.hub.source import Limits
+
 GETFRAME: Final = "getframe"
 GET_POS: Final = "get_pos"
 GET_LIMITS: Final = "get_limits"
 LIGHT_ON: Final = "light_on"
 LIGHT_OFF: Final = "light_off"
 OUT_OF_BOUNDS: Final = "Position out of bounds"
-DIRECTIONS: Final = frozenset({"up", "down", "left", "right", "center"})
-
-JPEG_START: Final = b"\xff\xd8"
-JPEG_END: Final = b"\xff\xd9"
-
-
-@attrs.frozen
-class Limits:
-    """The pan/tilt range the camera accepts, inclusive."""
-
-    min_x: int = 0
-    max_x: int = 180
-    min_y: int = 0
-    max_y: int = 180
-
-    def contains(self, x: int, y: int) -> bool:
-        return self.min_x <= x <= self.max_x and self.min_y <= y <= self.max_y
-
-    def as_json(self) -> dict[str, int]:
-        return attrs.asdict(self)
 
 
 @attrs.frozen
@@ -94,11 +77,6 @@ def parse_camera_text(text: str) -> CameraMessage:
     if _is_int(data.get("client_count")):
         return ClientCount(data["client_count"])
     return Unrecognized(text)
-
-
-def is_jpeg(data: bytes) -> bool:
-    """A binary message is a frame only if it is delimited as a JPEG."""
-    return len(data) >= 4 and data.startswith(JPEG_START) and data.endswith(JPEG_END)
 
 
 def move_to(x: int, y: int) -> str:

@@ -1,7 +1,8 @@
-"""The WebSocket link to one camera: an Autobahn client kept up by a ``ClientService``.
+"""The RoboCam camera source: an Autobahn WebSocket client kept up by a ``ClientService``.
 
-The protocol only parses and forwards to the hub; the link opens and closes on the
-hub's demand (idle close) and reconnects with backoff while open.
+The protocol only parses and forwards; :class:`RoboCamSource` speaks the firmware's
+dialect on the hub's behalf (``getframe``, moves, ``get_pos``, the light), opens and
+closes on the hub's demand (idle close) and reconnects with backoff while open.
 """
 
 from __future__ import annotations
@@ -15,14 +16,22 @@ from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientPr
 from autobahn.websocket.protocol import ConnectionResponse
 from hyperlink import URL
 from twisted.application.internet import ClientService, backoffPolicy
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
-from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClientEndpoint
 from twisted.internet.ssl import Certificate, optionsForClientTLS, platformTrust
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from camproxy.hub.hub import CameraHub, ICameraLink
+from camproxy.hub.source import (
+    Capabilities,
+    CommandFailed,
+    ICameraSource,
+    ISourceListener,
+    Limits,
+)
 from camproxy.sources.complaints import LogLimiter
+from camproxy.sources.robocam import dialect
 
 #: First retry within a second, then doubling up to about five seconds, forever.
 RETRY_POLICY = backoffPolicy(
@@ -57,15 +66,11 @@ class CameraProtocol(WebSocketClientProtocol):
         self.factory.link.protocol_opened(self)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        hub = self.factory.link.hub
         if isBinary:
-            before = hub.stats.frames_invalid
-            hub.frame_received(payload)
-            if hub.stats.frames_invalid != before:
-                self.factory.link.complain("camera sent a binary message that is not a JPEG")
+            self.factory.link.binary_received(payload)
         else:
             # Garbage text from a flaky camera is ignored, not a reason to drop the link.
-            hub.text_received(payload.decode("utf-8", errors="replace"))
+            self.factory.link.text_received(payload.decode("utf-8", errors="replace"))
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         if self.failedByMe and self.localCloseCode is not None:
@@ -78,7 +83,7 @@ class CameraProtocol(WebSocketClientProtocol):
 class CameraFactory(WebSocketClientFactory):
     protocol = CameraProtocol  # type: ignore[assignment]
 
-    def __init__(self, link: CameraLink, **kwargs: Any) -> None:
+    def __init__(self, link: RoboCamSource, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.link = link
 
@@ -101,23 +106,32 @@ def camera_endpoint(reactor: Any, settings: CameraSettings) -> IStreamClientEndp
     return endpoint
 
 
-@implementer(ICameraLink)
-class CameraLink:
-    """The one connection to a camera, shared by all its viewers."""
+#: The firmware eases its servos into place; ask where they went once this has passed.
+POSITION_SETTLE = 1.0
+
+
+@implementer(ICameraSource)
+class RoboCamSource:
+    """The one WebSocket to a RoboCam camera, shared by all its viewers."""
 
     log = Logger()
+    kind = "robocam"
+    capabilities = Capabilities(pan_tilt=True, light=True)
+    paced = True
 
     def __init__(
         self,
         reactor: IReactorTime,
-        hub: CameraHub,
+        listener: ISourceListener,
         settings: CameraSettings,
         endpoint: IStreamClientEndpoint | None = None,
     ) -> None:
-        self.hub = hub
+        self.listener = listener
         self.settings = settings
         self._reactor = reactor
         self._protocol: CameraProtocol | None = None
+        self._answered = False
+        self._settle_call: IDelayedCall | None = None
         self._complaints = LogLimiter(reactor, self.log)
         self.factory = CameraFactory(self, url=settings.url, reactor=reactor)
         self.factory.setProtocolOptions(
@@ -139,10 +153,13 @@ class CameraLink:
 
     @property
     def connected(self) -> bool:
-        return self._protocol is not None
+        """Whether the camera has answered on the current connection."""
+        return self._protocol is not None and self._answered
 
     def complain(self, message: str) -> None:
         self._complaints.warn(message)
+
+    # -- ICameraSource -----------------------------------------------------------
 
     def open(self) -> None:
         if not self._service.running:
@@ -150,20 +167,83 @@ class CameraLink:
             self._service.startService()
 
     def close(self) -> None:
+        self._cancel_settle()
         if self._protocol is not None:
             # A WebSocket goodbye before the TCP close, so the firmware frees its slot.
             self._protocol.sendClose(1000, "camproxy closing the link")
         if self._service.running:
             self._service.stopService()
 
-    def send_text(self, text: str) -> None:
+    def request_frame(self) -> None:
+        self._send(dialect.GETFRAME)
+
+    def move(self, direction: str) -> None:
+        self._send(direction)
+
+    def move_to(self, x: int, y: int) -> None:
+        self._send(dialect.move_to(x, y))
+        # The firmware echoes the position from before the move; ask where it went
+        # now, and again once the servos have eased into place.
+        self._send(dialect.GET_POS)
+        self._cancel_settle()
+        self._settle_call = self._reactor.callLater(POSITION_SETTLE, self._settle_query)
+
+    def query_position(self) -> None:
+        self._send(dialect.GET_POS)
+
+    def set_light(self, on: bool) -> Deferred[None]:
+        # The firmware does not answer; the proxy reports the state it set.
+        if self._protocol is None:
+            return fail(CommandFailed("camera not connected"))
+        self._send(dialect.light(on))
+        return succeed(None)
+
+    # -- the protocol's events -------------------------------------------------------
+
+    def _send(self, text: str) -> None:
         if self._protocol is not None:
             self._protocol.sendMessage(text.encode("utf-8"), isBinary=False)
 
+    def _settle_query(self) -> None:
+        self._settle_call = None
+        self._send(dialect.GET_POS)
+
+    def _cancel_settle(self) -> None:
+        if self._settle_call is not None and self._settle_call.active():
+            self._settle_call.cancel()
+        self._settle_call = None
+
+    def _camera_answered(self) -> None:
+        # The camera counts as connected only once it answers: the firmware accepts a
+        # client over its limit and closes it at once, which must not flap the status.
+        if not self._answered and self._protocol is not None:
+            self._answered = True
+            self.listener.source_connected()
+
+    def binary_received(self, payload: bytes) -> None:
+        self._camera_answered()
+        if not self.listener.frame_received(payload):
+            self.complain("camera sent a binary message that is not a JPEG frame")
+
+    def text_received(self, text: str) -> None:
+        self._camera_answered()
+        message = dialect.parse_camera_text(text)
+        if isinstance(message, dialect.Position):
+            self.listener.position_reported(message.x, message.y)
+        elif isinstance(message, Limits):
+            self.listener.limits_reported(message)
+        elif isinstance(message, dialect.OutOfBounds):
+            self.listener.position_refused()
+        elif isinstance(message, dialect.Unrecognized):
+            self.log.debug("ignoring unrecognized camera message {text!r}", text=text[:200])
+
     def protocol_opened(self, protocol: CameraProtocol) -> None:
         self._protocol = protocol
+        self._answered = False
         self.log.info("camera connected at {url}", url=self.settings.url)
-        self.hub.link_opened()
+        # What the firmware is asked on every connect (CONTRACT §1).
+        self._send(dialect.GET_LIMITS)
+        self._send(dialect.GET_POS)
 
     def protocol_closed(
         self, protocol: CameraProtocol, clean: bool, code: int | None, reason: str | None
@@ -175,8 +255,9 @@ class CameraLink:
                 self.complain(f"camera connection failed ({why})")
             return
         self._protocol = None
-        answered = self.hub.connected
-        self.hub.camera_disconnected()
+        answered, self._answered = self._answered, False
+        self._cancel_settle()
+        self.listener.source_disconnected()
         if not self._service.running:
             self.log.info("camera link closed")
         elif not answered:

@@ -1,0 +1,34 @@
+"""The hub's view of its viewers and of whoever sends a command."""
+
+from __future__ import annotations
+
+from zope.interface import Attribute, Interface
+
+from camproxy.hub.events import CloseReason, Event, Refused
+from camproxy.hub.frames import Frame
+
+
+class IViewer(Interface):
+    """Something that receives a camera's frames and events: a browser, an MJPEG client."""
+
+    principal = Attribute(
+        "Who the viewer was admitted as (opaque to the hub; the credential watcher reads it)"
+    )
+
+    def send_frame(frame: Frame) -> None:
+        """Deliver a frame, or keep it as the newest while the transport is busy."""
+
+    def send_event(event: Event) -> None:
+        """Deliver one event (the same object goes to every viewer of the camera)."""
+
+    def close(reason: CloseReason) -> None:
+        """End the connection (a WebSocket close frame, the end of an MJPEG response)."""
+
+
+class IRequester(Interface):
+    """Whoever sent a command: checked for permission, told about refusals."""
+
+    may_control = Attribute("bool: whether this requester may move the camera or its light")
+
+    def command_refused(refused: Refused) -> None:
+        """The command was not carried out; tell the requester why."""

@@ -1,0 +1,207 @@
+"""The admin's pages: users (add, password, enable/disable, promote/demote, control,
+delete). Every change is a CSRF-checked form; a change that ends a user's sessions or
+rights closes their sockets and streams at once."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import attrs
+from klein import Klein
+from twisted.logger import Logger
+from twisted.web.iweb import IRequest
+from werkzeug.exceptions import NotFound
+
+from camproxy.accounts.passwords import BadPassword
+from camproxy.accounts.principal import Principal
+from camproxy.accounts.service import AccountsService
+from camproxy.accounts.users import (
+    AccountError,
+    InvalidUsername,
+    LastAdmin,
+    UnknownUser,
+    UserExists,
+    UserStore,
+)
+from camproxy.hub.events import CloseReason
+from camproxy.web.auth import Authenticator
+from camproxy.web.csrf import CsrfTokens
+from camproxy.web.gate import ViewerDirectory
+from camproxy.web.origins import OriginPolicy
+from camproxy.web.rendering import Renderer, cross_site, form_value, is_on
+
+ADMIN_MESSAGES = {
+    "added": "User {user} created.",
+    "password": "Password of {user} changed; their sessions were ended.",
+    "enabled": "User {user} enabled.",
+    "disabled": "User {user} disabled; their sessions were ended.",
+    "promoted": "{user} is now an admin.",
+    "demoted": "{user} is no longer an admin.",
+    "control": "{user} may now control the camera.",
+    "nocontrol": "{user} may now only watch.",
+    "deleted": "User {user} deleted.",
+}
+ADMIN_ERRORS: dict[type[Exception], str] = {
+    UserExists: "A user with that name exists already.",
+    LastAdmin: "That would leave no active admin.",
+    UnknownUser: "No such user.",
+    InvalidUsername: "User names are 1 to 50 letters, digits and . _ - @.",
+    BadPassword: "Passwords must not be empty and at most 72 bytes long.",
+}
+
+Change = Callable[[UserStore], Awaitable[Any]]
+
+
+@attrs.define
+class AdminDependencies:
+    accounts: AccountsService
+    auth: Authenticator
+    csrf: CsrfTokens
+    origins: OriginPolicy
+    directory: ViewerDirectory
+    renderer: Renderer
+
+
+class AdminRoutes:
+    """``/admin/...``: for admins only."""
+
+    app = Klein()
+    log = Logger()
+
+    def __init__(self, deps: AdminDependencies) -> None:
+        self.deps = deps
+
+    async def admin(self, request: IRequest) -> Principal | bytes:
+        """The admin's principal, or the response to send instead."""
+        principal = await self.deps.auth.session(request)
+        if principal is None:
+            path = request.path.decode("utf-8", "replace")
+            return self.deps.renderer.redirect(request, "/login?next=" + path)
+        if not principal.is_admin:
+            return self.deps.renderer.error_page(request, 403, "Only admins may manage users.")
+        return principal
+
+    def users(self) -> UserStore:
+        users = self.deps.accounts.users
+        assert users is not None
+        return users
+
+    @app.route("/admin/users", methods=["GET", "HEAD"])
+    async def admin_users(self, request: IRequest) -> bytes:
+        admin = await self.admin(request)
+        if isinstance(admin, bytes):
+            return admin
+        assert admin.session_id is not None
+        done = form_value(request, "done")
+        name = form_value(request, "user")
+        failed = form_value(request, "error")
+        message = ADMIN_MESSAGES[done].format(user=name) if done in ADMIN_MESSAGES else None
+        error = next((text for kind, text in ADMIN_ERRORS.items() if kind.__name__ == failed), None)
+        return self.deps.renderer.render(
+            request,
+            "admin_users.html",
+            users=await self.users().list(),
+            csrf_token=self.deps.csrf.issue(admin.session_id),
+            current_user=admin.username,
+            message=message,
+            error=error,
+        )
+
+    async def change(
+        self,
+        request: IRequest,
+        change: Change,
+        done: str,
+        name: str,
+        close: CloseReason | None = None,
+    ) -> bytes:
+        """Run one CSRF-checked change, close the affected viewers, redirect back."""
+        deps = self.deps
+        admin = await self.admin(request)
+        if isinstance(admin, bytes):
+            return admin
+        assert admin.session_id is not None
+        if cross_site(request, deps.origins) or not deps.csrf.valid(
+            form_value(request, "csrf_token"), admin.session_id
+        ):
+            return deps.renderer.error_page(request, 403, "The form expired; reload the page.")
+        try:
+            await change(self.users())
+        except (AccountError, BadPassword) as problem:
+            kind = next((k for k in ADMIN_ERRORS if isinstance(problem, k)), UnknownUser)
+            return deps.renderer.redirect(request, f"/admin/users?error={kind.__name__}", 303)
+        if close is not None:
+            deps.auth.forget()
+            deps.directory.close_where(
+                lambda principal: principal.username.lower() == name.lower(), close
+            )
+        self.log.info(
+            "admin {admin!r} {done} user {name!r}", admin=admin.username, done=done, name=name
+        )
+        return deps.renderer.redirect(request, f"/admin/users?done={done}&user={name}", 303)
+
+    @app.route("/admin/users/add", methods=["POST"])
+    async def admin_add(self, request: IRequest) -> bytes:
+        name = form_value(request, "username").strip()
+
+        def add(users: UserStore) -> Awaitable[Any]:
+            return users.add(
+                name,
+                form_value(request, "password"),
+                admin=is_on(form_value(request, "is_admin")),
+                can_control=is_on(form_value(request, "can_control")),
+            )
+
+        return await self.change(request, add, "added", name)
+
+    @app.route("/admin/users/<name>/<change>", methods=["POST"])
+    async def admin_change(self, request: IRequest, name: str, change: str) -> bytes:
+        field = {"active": "active", "admin": "is_admin", "control": "can_control"}.get(change)
+        on = is_on(form_value(request, field)) if field else False
+        if change == "password":
+            password = form_value(request, "password")
+            return await self.change(
+                request,
+                lambda users: users.set_password(name, password),
+                "password",
+                name,
+                CloseReason.SESSION_ENDED,
+            )
+        if change == "active":
+            return await self.change(
+                request,
+                lambda users: users.set_active(name, on),
+                "enabled" if on else "disabled",
+                name,
+                None if on else CloseReason.SESSION_ENDED,
+            )
+        if change == "admin":
+            return await self.change(
+                request,
+                lambda users: users.set_admin(name, on),
+                "promoted" if on else "demoted",
+                name,
+                CloseReason.ACCESS_CHANGED,
+            )
+        if change == "control":
+            return await self.change(
+                request,
+                lambda users: users.set_can_control(name, on),
+                "control" if on else "nocontrol",
+                name,
+                CloseReason.ACCESS_CHANGED,
+            )
+        if change == "delete":
+            return await self.change(
+                request,
+                lambda users: users.delete(name),
+                "deleted",
+                name,
+                CloseReason.SESSION_ENDED,
+            )
+        return self.deps.renderer.error_page(request, 404, "No such action.")
+
+    @app.handle_errors(NotFound)
+    def not_found(self, request: IRequest, failure: Any) -> bytes:
+        return self.deps.renderer.not_found(request)

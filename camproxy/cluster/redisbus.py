@@ -178,7 +178,7 @@ class _Link:
 
     def _retry_delay(self, attempt: int) -> float:
         bus = self.bus
-        exponent = min(max(attempt, self._rejected) - 1, 30)
+        exponent = min(max(attempt, self._rejected + 1) - 1, 30)
         delay = min(bus.retry_initial * 2.0**exponent, bus.retry_max)
         return delay * random.uniform(0.8, 1.2)
 

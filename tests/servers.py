@@ -99,7 +99,12 @@ class RedisServer:
     extra: Sequence[str] = ()
     password: str | None = None
     tls: tuple[Path, Path] | None = None  # (certificate, key), for rediss://
+    unix: bool = False  # also listen on ``unix_socket``
     process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def unix_socket(self) -> Path:
+        return self.directory / "redis.sock"
 
     @property
     def url(self) -> str:
@@ -141,6 +146,8 @@ class RedisServer:
             argv += ["--port", str(self.port)]
         if self.password:
             argv += ["--requirepass", self.password]
+        if self.unix:
+            argv += ["--unixsocket", str(self.unix_socket), "--unixsocketperm", "700"]
         argv += list(self.extra)
         self.process = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL

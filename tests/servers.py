@@ -31,9 +31,15 @@ from typing import Any
 import attrs
 import pytest
 
-from tests.processes import free_port
-
 ALLOW_SKIP = "CAMPROXY_ALLOW_SKIP_SERVERS"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (for a server that needs a number
+    before it starts)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def missing(what: str) -> None:

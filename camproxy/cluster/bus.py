@@ -79,8 +79,9 @@ class IBus(Interface):
         """Stop telling ``observer``; a no-op if it was not added."""
 
     def publish(channel: str, payload: bytes) -> Deferred[int]:
-        """Send ``payload`` to every subscriber of ``channel``; fires with how many
-        subscriber connections (daemons) received it."""
+        """Send ``payload`` to every subscriber of ``channel``; fires with the number of
+        receivers as Redis counts them: one per daemon subscribed to the channel, plus one
+        per matching pattern subscription (0: nobody listens)."""
 
     def subscribe(channel: str, handler: Handler) -> Deferred[None]:
         """Call ``handler(channel, payload)`` for each message on ``channel``, across

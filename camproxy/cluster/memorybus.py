@@ -198,7 +198,7 @@ class MemoryRedis:
         return self._now() + px / 1000.0
 
     def _publish(self, channel: str, payload: bytes) -> int:
-        receivers = [bus for bus in self._buses if bus._listens(channel)]
+        receivers = sum(bus._receivers(channel) for bus in self._buses)
         self._messages.append((channel, payload))
         if not self._delivering:
             self._delivering = True
@@ -209,7 +209,7 @@ class MemoryRedis:
                         bus._deliver(name, data)
             finally:
                 self._delivering = False
-        return len(receivers)
+        return receivers
 
 
 @implementer(IBus)
@@ -310,10 +310,12 @@ class MemoryBus(Service):
 
     # Pub/sub
 
-    def _listens(self, channel: str) -> bool:
-        return self._subscriber_up and (
-            channel in self._channels or any(fnmatchcase(channel, p) for p in self._patterns)
-        )
+    def _receivers(self, channel: str) -> int:
+        """How Redis counts this bus in the answer to a PUBLISH on ``channel``."""
+        if not self._subscriber_up:
+            return 0
+        patterns = sum(1 for pattern in self._patterns if fnmatchcase(channel, pattern))
+        return (channel in self._channels) + patterns
 
     def _deliver(self, channel: str, payload: bytes) -> None:
         if not self._subscriber_up:
@@ -450,7 +452,7 @@ class MemoryBus(Service):
         def run() -> bool:
             if self.server._bytes(key) != token.encode():
                 return False
-            self.server._data[key].expires_at = self.server._expiry(ttl_ms)
+            self.server._data[key].expires_at = self.server._now() + ttl_ms / 1000.0
             return True
 
         return self._command(run)

@@ -373,13 +373,14 @@ class RedisBus(Service):
 
     def _link_down(self, link: _Link, why: Failure) -> None:
         if not self._stopping:
-            self.log.warn(
-                "Redis {link} connection lost: {reason}",
-                link=link.name,
-                reason=why.getErrorMessage(),
-            )
             if link is self._subscriber:
                 self.drops += 1
+            self.log.warn(
+                "Redis {link} connection lost ({drops} subscriber drops so far): {reason}",
+                link=link.name,
+                drops=self.drops,
+                reason=why.getErrorMessage(),
+            )
         self._update_state()
 
     def _update_state(self) -> None:

@@ -705,7 +705,6 @@ async def test_rediss_checks_the_certificate(
     assert not doubting.connected
 
 
-@pytest.mark.slow
 @pytest_twisted.ensureDeferred
 async def test_redis_killed_and_restarted(
     reactor: Any, redis_factory: Any, bus_factory: Any
@@ -770,7 +769,6 @@ async def test_redis_frozen_with_sigstop(
     assert await inbox.next(reactor) == ("frames", frame)
 
 
-@pytest.mark.slow
 @pytest_twisted.ensureDeferred
 async def test_redis_drops_a_slow_subscriber_which_resubscribes(
     reactor: Any, redis_factory: Any, bus_factory: Any

@@ -126,12 +126,8 @@ class RedisServer:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def start(self, timeout: float = 10.0) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            missing("redis-server")
-        assert binary is not None
         argv = [
-            binary,
+            redis_binary(),
             "--bind",
             "127.0.0.1",
             "--save",
@@ -213,6 +209,15 @@ class RedisServer:
         """Start again on the same port (and with no data: nothing is saved)."""
         self.stop()
         self.start(timeout)
+
+
+def redis_binary() -> str:
+    """The ``redis-server`` on the PATH (the test fails, or skips, without one)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        missing("redis-server")
+    assert binary is not None
+    return binary
 
 
 def _resp(args: Sequence[bytes]) -> bytes:
@@ -385,6 +390,7 @@ def redis_factory() -> Iterator[Callable[..., RedisServer]]:
     started: list[RedisServer] = []
 
     def start(**options: Any) -> RedisServer:
+        redis_binary()
         server = RedisServer(_temporary_directory("camproxy-redis-"), **options)
         started.append(server)
         server.start()
@@ -400,11 +406,14 @@ def redis_factory() -> Iterator[Callable[..., RedisServer]]:
 def redis_server() -> Iterator[RedisServer]:
     """One Redis for the whole session, for tests that do not hurt it (give each test its
     own key and channel names); the tests that stop it use :func:`redis_factory`."""
+    redis_binary()
     server = RedisServer(_temporary_directory("camproxy-redis-"))
-    server.start()
-    yield server
-    server.stop()
-    shutil.rmtree(server.directory, ignore_errors=True)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(server.directory, ignore_errors=True)
 
 
 def _new_postgres() -> PostgresServer:

@@ -23,12 +23,18 @@ ensure_venv() {
     fi
 }
 
-ensure_browser() {
-    if [ ! -x /usr/bin/chromium ]; then
+ensure_test_servers() {
+    # Browser tests drive Debian's chromium; cluster tests start real Redis and PostgreSQL.
+    local missing=()
+    [ -x /usr/bin/chromium ] || missing+=(chromium chromium-driver)
+    command -v redis-server >/dev/null || missing+=(redis-server)
+    ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
+    if [ ${#missing[@]} -gt 0 ]; then
         if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-            apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver
+            apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+                --no-install-recommends "${missing[@]}"
         else
-            echo "dev.sh: browser tests need Debian's chromium (apt-get install chromium chromium-driver)" >&2
+            echo "dev.sh: the tests need Debian's ${missing[*]} (apt-get install ${missing[*]})" >&2
         fi
     fi
 }
@@ -42,10 +48,11 @@ case "${1:-}" in
     test)
         shift
         ensure_venv "[test]"
-        ensure_browser
+        ensure_test_servers
         "$VENV/bin/ruff" check .
         "$VENV/bin/ruff" format --check .
         "$VENV/bin/mypy"
+        "$VENV/bin/lint-imports" --no-cache
         exec "$VENV/bin/python" -m pytest "$@"
         ;;
     *)

@@ -88,11 +88,19 @@ class FakeSource:
 class FakeViewer:
     """Records frames, and events as the browser would see them (decoded JSON)."""
 
-    def __init__(self, may_control: bool = True, principal: object = None) -> None:
+    def __init__(
+        self,
+        may_control: bool = True,
+        principal: object = None,
+        user: str | None = "viewer",
+        is_admin: bool = False,
+    ) -> None:
         self.frames: list[Frame] = []
         self.events: list[dict[str, Any]] = []
         self.may_control = may_control
         self.principal = principal
+        self.user = user
+        self.is_admin = is_admin
         self.closed: list[CloseReason] = []
 
     def send_frame(self, frame: Frame) -> None:

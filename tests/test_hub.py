@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from twisted.internet.task import Clock
 from zope.interface.verify import verifyObject
 
-from camproxy.hub.commands import GetPosition, LightCommand, PositionCommand, ServoCommand
+from camproxy.hub.commands import (
+    GetPosition,
+    LightCommand,
+    PositionCommand,
+    ReleaseControl,
+    ServoCommand,
+)
 from camproxy.hub.events import CloseReason, Refusal
 from camproxy.hub.hub import CameraHub
 from camproxy.hub.source import Capabilities, ICameraSource, Limits
@@ -381,3 +389,102 @@ def test_requests_follow_max_fps(fps: float) -> None:
             hub.frame_received(JPEG)
         clock.advance(0.001)
     assert abs(answered - 2 * fps) <= 1
+
+
+# -- exclusive control (CONTRACT §6) ------------------------------------------------------
+
+
+def exclusive_hub() -> tuple[Clock, CameraHub, FakeSource]:
+    clock = Clock()
+    hub = CameraHub(clock, max_fps=10, idle_close=30, control_mode="exclusive")
+    source = FakeSource(hub)
+    hub.start(source)
+    return clock, hub, source
+
+
+def controls(viewer: FakeViewer) -> list[Any]:
+    return [e["holder"] for e in viewer.of_type("control")]
+
+
+def test_the_first_to_command_holds_the_camera_and_everyone_is_told() -> None:
+    _clock, hub, source = exclusive_hub()
+    alice, bob, carol = FakeViewer(user="alice"), FakeViewer(user="bob"), FakeViewer(user="carol")
+    for viewer in (alice, bob):
+        hub.attach(viewer)
+    assert hub.execute(ServoCommand("up"), alice)
+    assert hub.holder == "alice"
+    assert controls(alice) == controls(bob) == ["alice"]
+    assert bob.of_type("control")[0]["expires_in"] == 30
+    # Others are refused with the holder's name; get_position is never refused.
+    assert not hub.execute(ServoCommand("down"), bob)
+    assert "alice" in bob.of_type("error")[0]["message"]
+    assert bob.of_type("error")[0]["reason"] is Refusal.CONTROL_HELD
+    assert hub.execute(GetPosition(), bob)
+    assert "move:down" not in source.sent
+    # A viewer that joins while held hears it after hello.
+    hub.attach(carol)
+    assert controls(carol) == ["alice"]
+
+
+def test_the_hold_ends_30_seconds_after_the_last_command() -> None:
+    clock, hub, _source = exclusive_hub()
+    alice, bob = FakeViewer(user="alice"), FakeViewer(user="bob")
+    hub.attach(alice)
+    hub.attach(bob)
+    hub.execute(ServoCommand("up"), alice)
+    clock.advance(20)
+    hub.execute(ServoCommand("up"), alice)  # renews the hold
+    clock.advance(29.9)
+    assert hub.holder == "alice"
+    assert not hub.execute(LightCommand(True), bob)
+    clock.advance(0.1)
+    assert hub.holder is None and controls(bob)[-1] is None
+    assert hub.execute(LightCommand(True), bob)
+    assert hub.holder == "bob"
+
+
+def test_release_and_the_holders_last_socket_end_the_hold() -> None:
+    _clock, hub, _source = exclusive_hub()
+    alice_tab1, alice_tab2, bob = (
+        FakeViewer(user="alice"),
+        FakeViewer(user="alice"),
+        FakeViewer(user="bob"),
+    )
+    for viewer in (alice_tab1, alice_tab2, bob):
+        hub.attach(viewer)
+    hub.execute(ServoCommand("up"), alice_tab1)
+    assert not hub.execute(ReleaseControl(), bob)  # only the holder releases
+    hub.detach(alice_tab1)
+    assert hub.holder == "alice"  # another of her sockets is still open
+    hub.detach(alice_tab2)
+    assert hub.holder is None and controls(bob)[-1] is None
+    hub.execute(ServoCommand("up"), bob)
+    assert hub.execute(ReleaseControl(), bob)
+    assert hub.holder is None
+
+
+def test_an_admin_takes_control_over() -> None:
+    _clock, hub, _source = exclusive_hub()
+    alice, root = FakeViewer(user="alice"), FakeViewer(user="root", is_admin=True)
+    hub.attach(alice)
+    hub.attach(root)
+    hub.execute(ServoCommand("up"), alice)
+    assert hub.execute(ServoCommand("down"), root)
+    assert hub.holder == "root" and controls(alice) == ["alice", "root"]
+
+
+def test_viewers_without_control_never_take_it_and_shared_mode_has_no_holder() -> None:
+    clock, hub, _source = exclusive_hub()
+    watcher = FakeViewer(user="carol", may_control=False)
+    hub.attach(watcher)
+    assert not hub.execute(ServoCommand("up"), watcher)
+    assert hub.holder is None
+    alice = FakeViewer(user="alice")
+    hub.attach(alice)
+    hub.execute(ServoCommand("up"), alice)
+    hub.control_mode = "shared"
+    assert hub.holder is None and controls(watcher)[-1] is None
+    hub.execute(ServoCommand("up"), FakeViewer(user="bob"))
+    assert hub.holder is None
+    hub.stop()
+    assert clock.getDelayedCalls() == []

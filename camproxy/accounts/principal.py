@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import attrs
 
+from camproxy.accounts.access import Caller, Level
 from camproxy.accounts.sessions import Session
 from camproxy.accounts.tokens import CONTROL, TokenGrant
 
@@ -21,6 +24,24 @@ class Principal:
     token_id: str | None = None
     token_name: str | None = None
     token_scope: str | None = None
+    #: The user's grants, by camera name (the cameras without one use their default).
+    grants: Mapping[str, Level] = attrs.field(factory=dict)
+    #: For a token limited to some cameras, their names; None: all its user may access.
+    token_cameras: frozenset[str] | None = None
+
+    @property
+    def caller(self) -> Caller:
+        """What the access decision needs to know of this principal."""
+        scope = None
+        if self.token_id is not None:
+            scope = Level.CONTROL if self.token_scope == CONTROL else Level.VIEW
+        return Caller(
+            is_admin=self.is_admin,
+            can_control=self.can_control,
+            grants=self.grants,
+            token_scope=scope,
+            token_cameras=self.token_cameras,
+        )
 
     @property
     def may_control(self) -> bool:

@@ -35,7 +35,12 @@ class LightCommand:
     on: bool
 
 
-Command = ServoCommand | PositionCommand | GetPosition | LightCommand
+@attrs.frozen
+class ReleaseControl:
+    """The holder of exclusive control gives it up."""
+
+
+Command = ServoCommand | PositionCommand | GetPosition | LightCommand | ReleaseControl
 
 #: Commands that move or switch something, and so need control permission.
 CONTROL_COMMANDS = (ServoCommand, PositionCommand, LightCommand)
@@ -69,6 +74,8 @@ def command_from_fields(kind: str, data: Mapping[str, object], limits: Limits) -
         return PositionCommand(x, y)
     if kind == "get_position":
         return GetPosition()
+    if kind == "release_control":
+        return ReleaseControl()
     if kind == "light_command":
         state = data.get("state")
         if not isinstance(state, bool):

@@ -42,9 +42,13 @@ class CameraStatus:
 
 @attrs.frozen
 class ControlChanged:
-    """Exclusive control of the camera was taken (``holder``) or ended (None)."""
+    """Exclusive control of the camera was taken (``holder``) or ended (None).
+
+    ``expires_in``: seconds until the hold ends unless the holder sends another command.
+    """
 
     holder: str | None
+    expires_in: float | None = None
 
 
 Event = ClientCount | PositionUpdate | LightUpdate | CameraStatus | ControlChanged

@@ -25,11 +25,13 @@ from camproxy.hub.commands import (
     GetPosition,
     LightCommand,
     PositionCommand,
+    ReleaseControl,
     ServoCommand,
 )
 from camproxy.hub.events import (
     CameraStatus,
     ClientCount,
+    ControlChanged,
     Event,
     LightUpdate,
     PositionUpdate,
@@ -58,6 +60,15 @@ NO_CONTROL = Refused(Refusal.NO_CONTROL, "you do not have permission to control 
 OUT_OF_BOUNDS = Refused(Refusal.OUT_OF_BOUNDS, "Position out of bounds")
 NO_PAN_TILT = Refused(Refusal.UNSUPPORTED, "this camera cannot pan or tilt")
 NO_LIGHT = Refused(Refusal.UNSUPPORTED, "this camera has no light to switch")
+NOT_HOLDER = Refused(Refusal.CONTROL_HELD, "you do not hold control of this camera")
+
+SHARED = "shared"
+EXCLUSIVE = "exclusive"
+CONTROL_MODES = (SHARED, EXCLUSIVE)
+#: CONTRACT §6: a hold of exclusive control ends this long after the holder's last command.
+HOLD_SECONDS = 30.0
+#: While a holder keeps commanding, everyone hears the renewed hold at most this often.
+HOLD_ANNOUNCE_INTERVAL = 10.0
 
 
 @attrs.define
@@ -88,6 +99,8 @@ class CameraHub:
     :param idle_close: seconds without viewers before the link is closed; 0 keeps it open.
     :param request_timeout: a frame request unanswered this long is given up.
     :param max_frame_bytes: a larger binary is not a frame.
+    :param control_mode: ``shared`` (anyone with control may command) or ``exclusive``
+        (the first to command holds the camera until idle, see :data:`HOLD_SECONDS`).
     """
 
     log = Logger()
@@ -100,6 +113,8 @@ class CameraHub:
         idle_close: float,
         request_timeout: float = 2.0,
         max_frame_bytes: int = 4 * 1024 * 1024,
+        control_mode: str = SHARED,
+        hold_seconds: float = HOLD_SECONDS,
     ) -> None:
         self._clock = clock
         self.min_interval = 1.0 / max_fps
@@ -126,6 +141,13 @@ class CameraHub:
         self._count_sent: int | None = None
         self._count_sent_at = float("-inf")
         self._position_requesters: deque[IRequester] = deque(maxlen=16)
+        self._control_mode = control_mode
+        self.hold_seconds = hold_seconds
+        self.holder: str | None = None
+        self._hold_expires_at = 0.0
+        self._hold_announced_at = float("-inf")
+        self._hold_call: IDelayedCall | None = None
+        self._listener: _Listener | None = None
 
     # -- wiring ---------------------------------------------------------------
 
@@ -136,13 +158,43 @@ class CameraHub:
         self._open_link()
         self._arm_idle_close()
 
+    def replace_source(self, build: Callable[[ISourceListener], ICameraSource]) -> None:
+        """Use another source (a new URL or kind), built by ``build`` for a listener of
+        its own: the old link closes and whatever it reports later is ignored; viewers
+        stay and hear ``camera_status`` as the link goes down and, with the new one, up."""
+        if self._listener is not None:
+            self._listener.active = False
+        self._listener = _Listener(self)
+        old, self._source = self._source, build(self._listener)
+        if old is not None and self._link_open:
+            self._link_open = False
+            old.close()
+        self.source_disconnected()
+        # A frame of another camera is not this one's newest.
+        self.newest = None
+        self._end_hold("the camera changed")
+        if self.wants_camera or self._frame_waiters:
+            self._open_link()
+        self._arm_idle_close()
+
+    def set_pacing(self, *, max_fps: float, idle_close: float) -> None:
+        """Change the frame rate cap and the idle close delay of a running camera."""
+        self.min_interval = 1.0 / max_fps
+        if idle_close != self.idle_close:
+            self.idle_close = idle_close
+            self._cancel_idle_close()
+            if self.wants_camera:
+                self._open_link()
+            self._arm_idle_close()
+        self._schedule_poll()
+
     def stop(self) -> None:
         """Cancel every timer and close the link; a stopped hub schedules nothing more."""
         self._stopped = True
-        for call in (self._poll_call, self._idle_call, self._count_call):
+        for call in (self._poll_call, self._idle_call, self._count_call, self._hold_call):
             if call is not None and call.active():
                 call.cancel()
-        self._poll_call = self._idle_call = self._count_call = None
+        self._poll_call = self._idle_call = self._count_call = self._hold_call = None
         if self._source is not None and self._link_open:
             self._link_open = False
             self._source.close()
@@ -151,6 +203,10 @@ class CameraHub:
             waiter.cancel()
 
     # -- what the camera is and can do ---------------------------------------------
+
+    @property
+    def source(self) -> ICameraSource | None:
+        return self._source
 
     @property
     def capabilities(self) -> Capabilities:
@@ -192,6 +248,8 @@ class CameraHub:
         if self.position is not None:
             self._deliver(viewer, viewer.send_event, self.position)
         self._deliver(viewer, viewer.send_event, LightUpdate(self.light))
+        if self.holder is not None:
+            self._deliver(viewer, viewer.send_event, self._control_event())
         self._schedule_poll()
 
     def detach(self, viewer: IViewer) -> None:
@@ -201,6 +259,10 @@ class CameraHub:
         if self._stopped:
             return
         self._count_changed()
+        user = viewer.user
+        holder_gone = user is not None and user == self.holder
+        if holder_gone and not any(other.user == user for other in self._viewers):
+            self._end_hold("the holder's last socket closed")
         if not self._viewers:
             self._schedule_poll()
             self._arm_idle_close()
@@ -356,12 +418,16 @@ class CameraHub:
     # -- commands -----------------------------------------------------------------
 
     def execute(self, command: Command, requester: IRequester) -> bool:
-        """Check permission, capability and link state, then carry ``command`` out.
+        """Check permission, capability, control and link state, then carry ``command`` out.
 
         Returns whether it went to the camera; a refusal has been reported to
         ``requester`` (a light that fails to switch is reported later).
         """
+        if isinstance(command, ReleaseControl):
+            return self._release(requester)
         refusal = self._refusal(command, requester)
+        if refusal is None and isinstance(command, CONTROL_COMMANDS):
+            refusal = self._claim_control(requester)
         if refusal is not None:
             requester.command_refused(refusal)
             return False
@@ -406,6 +472,78 @@ class CameraHub:
             self.log.failure("switching the light failed", failure)
             message = "the camera did not switch its light"
         requester.command_refused(Refused(Refusal.FAILED, message))
+
+    # -- exclusive control --------------------------------------------------------------
+
+    @property
+    def control_mode(self) -> str:
+        return self._control_mode
+
+    @control_mode.setter
+    def control_mode(self, mode: str) -> None:
+        self._control_mode = mode
+        if mode != EXCLUSIVE:
+            self._end_hold("the camera's control is shared now")
+
+    @property
+    def hold_remaining(self) -> float | None:
+        """Seconds the current hold lasts without another command, or None."""
+        if self.holder is None:
+            return None
+        return max(0.0, self._hold_expires_at - self._clock.seconds())
+
+    def _control_event(self) -> ControlChanged:
+        return ControlChanged(self.holder, self.hold_remaining)
+
+    def _claim_control(self, requester: IRequester) -> Refused | None:
+        """In exclusive mode, the first to command holds the camera; admins take over."""
+        if self._control_mode != EXCLUSIVE:
+            return None
+        user = requester.user
+        if self.holder is not None and user != self.holder and not requester.is_admin:
+            remaining = self.hold_remaining or 0.0
+            return Refused(
+                Refusal.CONTROL_HELD,
+                f"{self.holder} controls this camera now (for {remaining:.0f} s more "
+                "unless they keep using it)",
+            )
+        now = self._clock.seconds()
+        self._hold_expires_at = now + self.hold_seconds
+        if self._hold_call is not None and self._hold_call.active():
+            self._hold_call.cancel()
+        self._hold_call = self._clock.callLater(self.hold_seconds, self._hold_expired)
+        if user != self.holder or now - self._hold_announced_at >= HOLD_ANNOUNCE_INTERVAL:
+            if user != self.holder:
+                self.log.info(
+                    "{user!r} holds the camera now (was {previous!r})",
+                    user=user,
+                    previous=self.holder,
+                )
+            self.holder = user
+            self._hold_announced_at = now
+            self.broadcast(self._control_event())
+        return None
+
+    def _release(self, requester: IRequester) -> bool:
+        if self.holder is None or requester.user != self.holder:
+            requester.command_refused(NOT_HOLDER)
+            return False
+        self._end_hold("released")
+        return True
+
+    def _hold_expired(self) -> None:
+        self._hold_call = None
+        self._end_hold(f"no command for {self.hold_seconds:.0f} s")
+
+    def _end_hold(self, why: str) -> None:
+        if self._hold_call is not None and self._hold_call.active():
+            self._hold_call.cancel()
+        self._hold_call = None
+        if self.holder is None:
+            return
+        self.log.info("{user!r} no longer holds the camera: {why}", user=self.holder, why=why)
+        self.holder = None
+        self.broadcast(ControlChanged(None))
 
     # -- snapshots ------------------------------------------------------------------
 
@@ -484,3 +622,43 @@ class CameraHub:
         if self._request_sent_at is not None:
             self._request_timed_out_now()
         self._schedule_poll()
+
+
+@implementer(ISourceListener)
+class _Listener:
+    """The hub as one source sees it; silenced once that source is replaced."""
+
+    def __init__(self, hub: CameraHub) -> None:
+        self._hub = hub
+        self.active = True
+
+    def source_connected(self) -> None:
+        if self.active:
+            self._hub.source_connected()
+
+    def source_disconnected(self) -> None:
+        if self.active:
+            self._hub.source_disconnected()
+
+    def frame_received(self, data: bytes) -> bool:
+        return self._hub.frame_received(data) if self.active else False
+
+    def frame_request_failed(self) -> None:
+        if self.active:
+            self._hub.frame_request_failed()
+
+    def position_reported(self, x: int, y: int) -> None:
+        if self.active:
+            self._hub.position_reported(x, y)
+
+    def limits_reported(self, limits: Limits) -> None:
+        if self.active:
+            self._hub.limits_reported(limits)
+
+    def position_refused(self) -> None:
+        if self.active:
+            self._hub.position_refused()
+
+    def capabilities_changed(self) -> None:
+        if self.active:
+            self._hub.capabilities_changed()

@@ -14,6 +14,7 @@ class IViewer(Interface):
     principal = Attribute(
         "Who the viewer was admitted as (opaque to the hub; the credential watcher reads it)"
     )
+    user = Attribute("str | None: the user's name (a hold of exclusive control is per user)")
 
     def send_frame(frame: Frame) -> None:
         """Deliver a frame, or keep it as the newest while the transport is busy."""
@@ -29,6 +30,8 @@ class IRequester(Interface):
     """Whoever sent a command: checked for permission, told about refusals."""
 
     may_control = Attribute("bool: whether this requester may move the camera or its light")
+    user = Attribute("str | None: the user's name, who holds exclusive control after a command")
+    is_admin = Attribute("bool: admins take exclusive control over from other holders")
 
     def command_refused(refused: Refused) -> None:
         """The command was not carried out; tell the requester why."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import attrs
+
 from camproxy.hub.commands import Command, InvalidCommand, command_from_fields
 from camproxy.hub.events import (
     CameraStatus,
@@ -33,7 +35,10 @@ def encode_event(event: Event) -> str:
     if isinstance(event, CameraStatus):
         return _json({"type": "camera_status", "esp32_connected": event.connected})
     if isinstance(event, ControlChanged):
-        return _json({"type": "control", "holder": event.holder})
+        fields: dict[str, Any] = {"type": "control", "holder": event.holder}
+        if event.holder is not None and event.expires_in is not None:
+            fields["expires_in"] = round(event.expires_in)
+        return _json(fields)
     raise TypeError(f"not an event: {event!r}")
 
 
@@ -46,7 +51,27 @@ def encode_hello(fields: dict[str, Any]) -> str:
     return _json({"type": "hello", **fields})
 
 
-def parse_viewer_message(text: str, limits: Limits) -> Command:
+@attrs.frozen
+class SetFrameRate:
+    """A viewer asks for at most ``fps`` frames a second (0: none, while a tile is hidden)."""
+
+    fps: float
+
+
+#: The highest frame rate a viewer may ask for (no camera is faster).
+MAX_VIEWER_FPS = 60.0
+
+
+def frame_rate(value: object) -> float:
+    """A viewer's requested frame rate: a JSON number from 0 to 60; ``InvalidCommand`` else."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidCommand("field 'fps' must be a number")
+    if not 0 <= value <= MAX_VIEWER_FPS:
+        raise InvalidCommand(f"field 'fps' must be between 0 and {MAX_VIEWER_FPS:g}")
+    return float(value)
+
+
+def parse_viewer_message(text: str, limits: Limits) -> Command | SetFrameRate:
     """Parse one text message from a browser; raises :class:`InvalidCommand`."""
     try:
         data = json.loads(text)
@@ -59,4 +84,6 @@ def parse_viewer_message(text: str, limits: Limits) -> Command:
     kind = data.get("type")
     if not isinstance(kind, str):
         raise InvalidCommand("field 'type' must be a string")
+    if kind == "set_fps":
+        return SetFrameRate(frame_rate(data.get("fps")))
     return command_from_fields(kind, data, limits)

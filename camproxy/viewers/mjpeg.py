@@ -37,11 +37,13 @@ class MjpegViewer:
         hub: CameraHub,
         request: Request,
         principal: object,
+        user: str | None,
         unsent_limit: int = 64 * 1024,
     ) -> None:
         self._hub = hub
         self._request = request
         self.principal = principal
+        self.user = user
         self.frames = NewestFrameProducer(self._write, hub.stats)
         self._unsent_limit = unsent_limit
         self._open = True
@@ -88,11 +90,12 @@ class MjpegStream(Resource):
 
     isLeaf = True
 
-    def __init__(self, hub: CameraHub, principal: object) -> None:
+    def __init__(self, hub: CameraHub, principal: object, user: str | None) -> None:
         super().__init__()
         self._hub = hub
         self._principal = principal
+        self._user = user
 
     def render_GET(self, request: Request) -> int:
-        MjpegViewer(self._hub, request, self._principal).start()
+        MjpegViewer(self._hub, request, self._principal, self._user).start()
         return NOT_DONE_YET

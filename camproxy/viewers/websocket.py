@@ -7,6 +7,7 @@ skips frames instead of growing a queue, and never delays the others.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -27,7 +28,14 @@ from camproxy.hub.hub import CameraHub
 from camproxy.hub.viewer import IRequester, IViewer
 from camproxy.viewers.delivery import NewestFrameProducer
 from camproxy.viewers.directwrite import write_now
-from camproxy.viewers.messages import encode_error, encode_event, encode_hello, parse_viewer_message
+from camproxy.viewers.messages import (
+    SetFrameRate,
+    encode_error,
+    encode_event,
+    encode_hello,
+    frame_rate,
+    parse_viewer_message,
+)
 from camproxy.viewers.ratelimit import TokenBucket
 from camproxy.viewers.socketopts import limit_unsent_bytes
 
@@ -50,18 +58,23 @@ CLOSE_CODES = {
 }
 
 
-@attrs.frozen
+@attrs.define
 class Admission:
     """Who may watch, as the gate decided at the handshake.
 
     ``principal`` is the credential the viewer was admitted with, opaque here: the
-    credential watcher closes viewers whose principal has ended.
+    credential watcher closes viewers whose principal has ended, and lowers ``access``
+    from ``control`` to ``view`` when a grant changes (the socket stays open).
     """
 
     principal: object
     user: str | None
     is_admin: bool = False
-    may_control: bool = False
+    access: str = "view"
+
+    @property
+    def may_control(self) -> bool:
+        return self.access == "control"
 
 
 class IHandshakeGate(Interface):
@@ -100,6 +113,10 @@ class ViewerProtocol(WebSocketServerProtocol):
     _commands: TokenBucket | None = None
     _opened_at: float | None = None
     _peer_host = "-"
+    #: Seconds between frames this viewer asked for (``?fps=``, ``set_fps``); 0: every
+    #: frame; None: none at all (a hidden tile).
+    _frame_interval: float | None = 0.0
+    _last_frame_at = float("-inf")
     #: Messages dropped over the rate limit, and when the viewer was last told.
     throttled = 0
     _throttle_noticed_at: float | None = None
@@ -120,6 +137,11 @@ class ViewerProtocol(WebSocketServerProtocol):
         assert self.transport is not None
         factory = self.factory
         self._peer_host = str(getattr(self.transport.getPeer(), "host", "-"))
+        fps = request.params.get("fps")
+        if fps:
+            # A bad ?fps= is ignored: the viewer gets every frame.
+            with contextlib.suppress(ValueError, InvalidCommand):
+                self._set_frame_rate(frame_rate(float(fps[0])))
         secure = factory.is_secure(self.transport, self._peer_host, request.headers)
         admitted = factory.gate.admit(request, secure, self._peer_host)
 
@@ -166,8 +188,12 @@ class ViewerProtocol(WebSocketServerProtocol):
                     "user": admission.user,
                     "is_admin": admission.is_admin,
                     "can_control": admission.may_control,
+                    "access": admission.access,
                     "limits": hub.limits.as_json(),
                     "esp32_connected": hub.connected,
+                    "control": hub.control_mode,
+                    "capabilities": hub.capabilities.as_json(),
+                    **factory.camera_fields(),
                 }
             ).encode("utf-8"),
             isBinary=False,
@@ -219,7 +245,13 @@ class ViewerProtocol(WebSocketServerProtocol):
         except InvalidCommand as refusal:
             self._send_error(str(refusal))
             return
+        if isinstance(command, SetFrameRate):
+            self._set_frame_rate(command.fps)
+            return
         self.factory.hub.execute(command, self)
+
+    def _set_frame_rate(self, fps: float) -> None:
+        self._frame_interval = None if fps == 0 else (0.0 if fps >= 60 else 1.0 / fps)
 
     def _throttle(self) -> None:
         """Drop a message over the rate limit; say so once a second, count the rest."""
@@ -241,6 +273,14 @@ class ViewerProtocol(WebSocketServerProtocol):
     def may_control(self) -> bool:
         return self.admission is not None and self.admission.may_control
 
+    @property
+    def user(self) -> str | None:
+        return self.admission.user if self.admission is not None else None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.admission is not None and self.admission.is_admin
+
     def command_refused(self, refused: Refused) -> None:
         self._send_error(refused.message)
 
@@ -255,8 +295,18 @@ class ViewerProtocol(WebSocketServerProtocol):
             self.sendMessage(self.factory.encoded_event(event), isBinary=False)
 
     def send_frame(self, frame: Frame) -> None:
-        if self.state == self.STATE_OPEN and self.frames is not None:
-            self.frames.offer(frame)
+        if self.state != self.STATE_OPEN or self.frames is None:
+            return
+        interval = self._frame_interval
+        if interval:
+            # A tile asking for 2 fps takes a frame once half a second has passed
+            # (a little early rather than a whole camera frame late).
+            if frame.received_at - self._last_frame_at < interval * 0.9:
+                return
+            self._last_frame_at = frame.received_at
+        elif interval is None:
+            return
+        self.frames.offer(frame)
 
     def _write_frame(self, frame: Frame) -> None:
         # The frame is framed once for everyone; its bytes go straight to the transport.
@@ -284,7 +334,8 @@ class ViewerProtocol(WebSocketServerProtocol):
 class ViewerFactory(WebSocketServerFactory):
     """Builds viewer protocols for one camera hub and remembers the open ones.
 
-    :param secure: tells whether a connection is TLS as the browser sees it (its own,
+    :param camera_fields: what ``hello`` says of the camera (name, title, kind).
+    :param is_secure: tells whether a connection is TLS as the browser sees it (its own,
         or a trusted proxy's), from the transport, the peer's address and the headers.
     :param client_address: the client's address for the request log (behind a
         trusted proxy, the one it forwarded).
@@ -301,6 +352,7 @@ class ViewerFactory(WebSocketServerFactory):
         gate: IHandshakeGate,
         clock: IReactorTime,
         *,
+        camera_fields: Callable[[], dict[str, Any]] = dict,
         is_secure: Callable[[Any, str, dict[str, str]], bool] = lambda *_: False,
         client_address: Callable[[str, dict[str, str]], str] = lambda peer, _: peer,
         unsent_limit: int = 64 * 1024,
@@ -310,6 +362,7 @@ class ViewerFactory(WebSocketServerFactory):
         self.hub = hub
         self.gate = gate
         self.clock = clock
+        self.camera_fields = camera_fields
         self.is_secure = is_secure
         self.client_address = client_address
         self.unsent_limit = unsent_limit

@@ -55,6 +55,8 @@ class ApiRequester:
     """A REST caller as the hub sees it: the first refusal becomes the HTTP answer."""
 
     may_control: bool
+    user: str | None
+    is_admin: bool
     refused: Refused | None = None
 
     def command_refused(self, refused: Refused) -> None:
@@ -95,7 +97,7 @@ class IntegrationApi:
         principal = await self.auth.principal(request, allow_query_token=True)
         if principal is None:
             return self.unauthorized(request)
-        return MjpegStream(self.hub, principal)
+        return MjpegStream(self.hub, principal, principal.username)
 
     @app.route("/snapshot.jpg", methods=["GET", "HEAD"])
     async def snapshot(self, request: IRequest) -> bytes:
@@ -163,7 +165,7 @@ class IntegrationApi:
             command = command_from_fields(kind, fields, self.hub.limits)
         except InvalidCommand as problem:
             return json_response(request, 400, {"error": str(problem)})
-        requester = ApiRequester(may_control=principal.may_control)
+        requester = ApiRequester(principal.may_control, principal.username, principal.is_admin)
         self.hub.execute(command, requester)
         refused = requester.refused
         if refused is not None:

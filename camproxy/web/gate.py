@@ -48,7 +48,7 @@ def _admission(principal: Principal | None) -> Admission:
         principal=principal,
         user=principal.username,
         is_admin=principal.is_admin,
-        may_control=principal.may_control,
+        access="control" if principal.may_control else "view",
     )
 
 

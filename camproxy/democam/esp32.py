@@ -16,14 +16,14 @@ stream ends; then it gets the stream.
   ``multipart/x-mixed-replace;boundary=123456789000000000000987654321``, chunked, three chunks
   a frame: ``\\r\\n--BOUNDARY\\r\\n``, the part headers (``Content-Type``, ``Content-Length``,
   ``X-Timestamp``), the JPEG.
-- :class:`CamWebserver` models easytarget's ``esp32-cam-webserver`` (4.x): ``lamp`` 0..100
+- :class:`Esp32CamWebserver` models easytarget's ``esp32-cam-webserver`` (4.x): ``lamp`` 0..100
   (-1 without a lamp) and ``autolamp`` instead of ``led_intensity``, its own ``/status``
-  fields, ``/stop``, and :class:`CamWebserverServer` serves its stream at ``/`` of the stream
+  fields, ``/stop``, and :class:`Esp32CamWebserverServer` serves its stream at ``/`` of the stream
   port (``/stream`` is a 404 there since 3.x), with ``/view`` (a viewer page) and ``/info``
   beside it; the first boundary goes out at once, then each part is followed by the next
   boundary; no ``X-Timestamp``, no ``X-Framerate``.
 
-Start them with :func:`listen_esp32_camera` and :func:`listen_cam_webserver`.
+Start them with :func:`listen_esp32_camera` and :func:`listen_esp32_cam_webserver`.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from __future__ import annotations
 import gzip
 import io
 import re
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -45,7 +46,7 @@ from camproxy.democam.httpcam import (
     PatternFrames,
     esp_quality_to_pillow,
 )
-from camproxy.democam.httpwire import Exchange, atoi, query_value
+from camproxy.democam.httpwire import RECORDED, Exchange, atoi, query_value
 
 FRAMESIZES: tuple[tuple[str, int, int], ...] = (
     ("96X96", 96, 96),
@@ -242,7 +243,7 @@ class CameraWebServer:
     ``face_detect`` to ``/status`` and ``/control``.
 
     Records: ``captures`` (``/capture`` requests served), ``flashes`` (those that lit the
-    LED), ``controls`` (every ``(var, val)`` accepted by ``/control``).
+    LED), ``controls`` (the latest ``(var, val)`` accepted by ``/control``).
     """
 
     now: Callable[[], float] = attrs.field(default=lambda: 0.0, repr=False)
@@ -258,7 +259,7 @@ class CameraWebServer:
     flashing: bool = False
     captures: int = 0
     flashes: int = 0
-    controls: list[tuple[str, int]] = attrs.field(factory=list)
+    controls: deque[tuple[str, int]] = attrs.field(factory=lambda: deque(maxlen=RECORDED))
     frames: PatternFrames = attrs.field(init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
@@ -411,7 +412,7 @@ CAM_WEBSERVER_VERSION = "4.0"
 
 
 @attrs.define
-class CamWebserver:
+class Esp32CamWebserver:
     """easytarget's ``esp32-cam-webserver`` (4.x) firmware with an OV2640, without sockets.
 
     ``lamp`` is 0..100 (per cent), or -1 for a board without a lamp (then ``lamp`` and
@@ -422,7 +423,7 @@ class CamWebserver:
 
     Records: ``images_served`` (``/capture``), ``streams_served`` (streams ended),
     ``stream_count`` (0 or 1), ``flashes`` (captures that lit the lamp), ``reboots``,
-    ``controls`` (accepted ``(var, val)``).
+    ``controls`` (the latest accepted ``(var, val)``).
     """
 
     now: Callable[[], float] = attrs.field(default=lambda: 0.0, repr=False)
@@ -441,7 +442,7 @@ class CamWebserver:
     images_served: int = 0
     flashes: int = 0
     reboots: int = 0
-    controls: list[tuple[str, int]] = attrs.field(factory=list)
+    controls: deque[tuple[str, int]] = attrs.field(factory=lambda: deque(maxlen=RECORDED))
     frames: PatternFrames = attrs.field(init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
@@ -609,7 +610,7 @@ def route(exchange: Exchange, routes: dict[str, Route]) -> None:
 class _EspFirmwareServer(HttpCameraServer):
     """What both firmwares' servers share: two single-task servers and the capture flow."""
 
-    camera: CameraWebServer | CamWebserver
+    camera: CameraWebServer | Esp32CamWebserver
 
     def __init__(self, reactor: Any, *, fps: float = 15.0, **common: Any) -> None:
         super().__init__(reactor, **common)
@@ -750,27 +751,31 @@ class Esp32CameraServer(_EspFirmwareServer):
         )
 
 
-class CamWebserverServer(_EspFirmwareServer):
+class Esp32CamWebserverServer(_EspFirmwareServer):
     """easytarget's ``esp32-cam-webserver`` on its two servers, ``control`` and ``stream``.
 
-    ``camera`` is the :class:`CamWebserver` model; ``fps`` caps the stream's frame rate
+    ``camera`` is the :class:`Esp32CamWebserver` model; ``fps`` caps the stream's frame rate
     (``min_frame_time`` may slow it further); ``stream_start_delay`` is the pause before a
-    stream's head (the firmware blinks its status LED twice first, about 225 ms).
+    stream's head (the firmware blinks its status LED twice first, about 225 ms);
+    ``reboot_seconds`` how long ``/control?var=reboot`` takes to drop every connection (its
+    watchdog fires after 3 s).
     """
 
-    camera: CamWebserver
+    camera: Esp32CamWebserver
 
     def __init__(
         self,
         reactor: Any,
-        camera: CamWebserver | None = None,
+        camera: Esp32CamWebserver | None = None,
         *,
         stream_start_delay: float = 0.225,
+        reboot_seconds: float = 3.0,
         **knobs: Any,
     ) -> None:
         super().__init__(reactor, **knobs)
-        self.camera = camera if camera is not None else CamWebserver(now=reactor.seconds)
+        self.camera = camera if camera is not None else Esp32CamWebserver(now=reactor.seconds)
         self.stream_start_delay = stream_start_delay
+        self.reboot_seconds = reboot_seconds
         favicons: dict[str, Route] = {
             "/favicon-16x16.png": lambda e: self._asset(e, "image/png", _png(16)),
             "/favicon-32x32.png": lambda e: self._asset(e, "image/png", _png(32)),
@@ -838,7 +843,7 @@ class CamWebserverServer(_EspFirmwareServer):
         self.changed()
         if status == 0:
             # The firmware never answers: it blinks until its watchdog reboots it 3 s later.
-            self.timer(3.0, self.drop_all)
+            self.timer(self.reboot_seconds, self.drop_all)
             return
         self._answer_status(exchange, status)
 
@@ -910,17 +915,18 @@ def listen_esp32_camera(
     )
 
 
-def listen_cam_webserver(
+def listen_esp32_cam_webserver(
     reactor: Any,
     control_endpoint: str = "tcp:80",
     stream_endpoint: str | None = None,
     **knobs: Any,
-) -> Deferred[CamWebserverServer]:
+) -> Deferred[Esp32CamWebserverServer]:
     """Run easytarget's ``esp32-cam-webserver``, like :func:`listen_esp32_camera`.
 
-    Extra knob: ``stream_start_delay``; ``camera`` is a :class:`CamWebserver`.
+    Extra knobs: ``stream_start_delay``, ``reboot_seconds``; ``camera`` is a
+    :class:`Esp32CamWebserver`.
     """
-    server = CamWebserverServer(reactor, **knobs)
+    server = Esp32CamWebserverServer(reactor, **knobs)
     return Deferred.fromCoroutine(_listen(server, control_endpoint, stream_endpoint)).addCallback(
         lambda _: server
     )

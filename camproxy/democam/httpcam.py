@@ -173,12 +173,22 @@ class BasicAuth:
         return f'Basic realm="{self.realm}"'
 
 
+def with_comment(jpeg: bytes, text: bytes) -> bytes:
+    """``jpeg`` with a comment (COM) segment after its JFIF header: still a valid JPEG."""
+    position = 2
+    if jpeg[2:4] == b"\xff\xe0":
+        position = 4 + int.from_bytes(jpeg[4:6], "big")
+    segment = b"\xff\xfe" + (len(text) + 2).to_bytes(2, "big") + text
+    return jpeg[:position] + segment + jpeg[position:]
+
+
 @attrs.define
 class PatternFrames:
-    """Test-pattern JPEGs of any size, each one different: the clock drawn on it never repeats.
+    """Test-pattern JPEGs of any size, each one different.
 
-    The clock is ``now()``, but at least 1 ms after the previous frame's, so two frames taken at
-    the same instant (a fake clock, a capture beside a stream) still differ.
+    The clock drawn on the picture is ``now()``, but at least 1 ms after the previous frame's;
+    and a JPEG comment numbers the frames, so even pictures too small to show the clock, or
+    taken at the same instant (a fake clock, a capture beside a stream), differ.
     """
 
     now: Callable[[], float]
@@ -201,7 +211,8 @@ class PatternFrames:
         moment = max(self.now(), self._last + 0.001)
         self._last = moment
         self.rendered += 1
-        return renderer.render(90, 45, light, moment)
+        comment = b"democam frame %d at %.3f" % (self.rendered, moment)
+        return with_comment(renderer.render(90, 45, light, moment), comment)
 
 
 def huge_jpeg() -> bytes:
@@ -506,6 +517,7 @@ class HttpCameraServer:
         self.servers: dict[str, WireServer] = {}
         self.ports: dict[str, IListeningPort] = {}
         self.descriptions: dict[str, str] = {}
+        self.addresses: dict[str, Any] = {}
         self.streams_active = 0
         self.streams_total = 0
         self.frames_sent = 0
@@ -601,7 +613,7 @@ class HttpCameraServer:
         fault = self.faults.active(role)
         exchange.content_type = "image/jpeg"
         if fault == "not-jpeg":
-            body = NOT_JPEG[len(self.servers[role].requests) % len(NOT_JPEG)]
+            body = NOT_JPEG[self.servers[role].requests_total % len(NOT_JPEG)]
         elif fault == "huge":
             body = huge_jpeg()
         elif fault in ("truncated", "stall"):
@@ -639,6 +651,7 @@ class HttpCameraServer:
             self.changed()
 
         def ended() -> None:
+            self._log.info("Stream ended after {frames} frames", frames=session.frames_sent)
             self.streams_active -= 1
             self.sessions.discard(session)
             if on_end is not None:
@@ -660,6 +673,10 @@ class HttpCameraServer:
             on_end=ended,
         )
         self.sessions.add(session)
+        self._log.info(
+            "Stream started ({waiting} more waiting)",
+            waiting=len(exchange.server.waiting),
+        )
         session.start()
         self.changed()
         return session
@@ -703,16 +720,27 @@ class HttpCameraServer:
 
     async def listen(self, descriptions: dict[str, str]) -> None:
         """Listen with each role's server on its endpoint string (``tcp:0``, ``unix:PATH``...)."""
-        for role, description in descriptions.items():
-            endpoint = serverFromString(self.clock, description)
-            self.ports[role] = await endpoint.listen(self.servers[role])
-            self.descriptions[role] = _relisten_description(self.ports[role], description)
+        try:
+            for role, description in descriptions.items():
+                endpoint = serverFromString(self.clock, description)
+                self.ports[role] = await endpoint.listen(self.servers[role])
+                self.addresses[role] = self.ports[role].getHost()
+                self.descriptions[role] = _relisten_description(self.ports[role], description)
+        except BaseException:
+            # One port failed: close the others rather than leave them listening.
+            for port in self.ports.values():
+                await maybeDeferred(port.stopListening)
+            self.ports.clear()
+            raise
         if self.faults.name == "refuse":
             await self._apply_refusal("refuse")
 
     def address(self, role: str) -> Any:
-        """The address ``role``'s server listens on (an ``IPv4Address``, ``UNIXAddress``...)."""
-        return self.ports[role].getHost()
+        """The address ``role``'s server listens on (an ``IPv4Address``, ``UNIXAddress``...).
+
+        While refusing (``refuse``) it is where the server will listen again.
+        """
+        return self.addresses[role]
 
     def url(self, role: str, path: str = "/") -> str:
         """``http://HOST:PORT/path`` of ``role``'s server (``localhost`` for a UNIX socket)."""
@@ -771,6 +799,7 @@ class HttpCameraServer:
             elif not refusing and not listening:
                 endpoint = serverFromString(self.clock, self.descriptions[role])
                 self.ports[role] = await endpoint.listen(server)
+                self.addresses[role] = self.ports[role].getHost()
         self.changed()
 
     def drop_all(self) -> None:

@@ -18,9 +18,9 @@ from twisted.logger import Logger
 from camproxy.democam.esp32 import (
     FRAMESIZES,
     CameraWebServer,
-    CamWebserver,
-    CamWebserverServer,
     Esp32CameraServer,
+    Esp32CamWebserver,
+    Esp32CamWebserverServer,
     next_port_endpoint,
 )
 from camproxy.democam.httpcam import (
@@ -295,14 +295,14 @@ def build_camera(reactor: Any, args: argparse.Namespace) -> HttpCameraServer:
         _sensor_options(camera, args)
         return Esp32CameraServer(reactor, camera, fps=args.fps, **common)
     if args.kind == "esp32-cam-webserver":
-        webserver = CamWebserver(
+        webserver = Esp32CamWebserver(
             now=reactor.seconds,
             lamp=-1 if args.no_lamp else args.lamp,
             autolamp=args.autolamp,
             min_frame_time=args.min_frame_time,
         )
         _sensor_options(webserver, args)
-        return CamWebserverServer(
+        return Esp32CamWebserverServer(
             reactor,
             webserver,
             fps=args.fps,
@@ -325,7 +325,7 @@ def build_camera(reactor: Any, args: argparse.Namespace) -> HttpCameraServer:
     return JpegServer(reactor, pattern, path=args.path, single_client=args.single_client, **common)
 
 
-def _sensor_options(camera: CameraWebServer | CamWebserver, args: argparse.Namespace) -> None:
+def _sensor_options(camera: CameraWebServer | Esp32CamWebserver, args: argparse.Namespace) -> None:
     if args.framesize is not None:
         camera.sensor.framesize = args.framesize
     if args.quality is not None:

@@ -50,6 +50,8 @@ MAX_URI = 512
 """ESP-IDF's default ``CONFIG_HTTPD_MAX_URI_LEN``."""
 MAX_HEADER_LINE = 512
 """ESP-IDF's default ``CONFIG_HTTPD_MAX_REQ_HDR_LEN``, applied to each header line."""
+RECORDED = 1000
+"""How many of the latest requests (and other events) an emulator keeps for tests to look at."""
 _MAX_HEAD = 16 * 1024
 """A request head not finished within this many bytes is refused with 431."""
 
@@ -380,7 +382,8 @@ class WireServer(Factory[WireConnection]):
     others wait in ``waiting``, in arrival order (the ESP-IDF server's one task). Otherwise every
     connection is served at once.
 
-    Records, for tests: ``requests`` (every request parsed, in order), ``connections`` (open),
+    Records, for tests: ``requests`` (the last :data:`RECORDED` requests parsed, in order) and
+    ``requests_total``, ``connections`` (open),
     ``connections_total``, ``in_flight`` and ``in_flight_max`` (exchanges being handled at
     once), ``refused`` (requests refused as unparseable).
     """
@@ -407,7 +410,8 @@ class WireServer(Factory[WireConnection]):
         self.max_header_line = max_header_line
         self.connections: set[WireConnection] = set()
         self.connections_total = 0
-        self.requests: list[Request] = []
+        self.requests: deque[Request] = deque(maxlen=RECORDED)
+        self.requests_total = 0
         self.waiting: deque[Exchange] = deque()
         self.current: set[Exchange] = set()
         self.in_flight_max = 0
@@ -435,6 +439,7 @@ class WireServer(Factory[WireConnection]):
     def submit(self, exchange: Exchange) -> None:
         """A request arrived: handle it now, or queue it behind the running one."""
         self.requests.append(exchange.request)
+        self.requests_total += 1
         if self.single_task and self.current:
             self.waiting.append(exchange)
             self.changed()

@@ -239,9 +239,27 @@ def build_parser(kind: str) -> argparse.ArgumentParser:
         default="auto",
         help="which server the fault hits (auto: video faults the video, others all)",
     )
-    parser.add_argument("--stall-after", type=_non_negative_int, default=2, metavar="FRAMES")
-    parser.add_argument("--close-after", type=_non_negative_int, default=3, metavar="FRAMES")
-    parser.add_argument("--slow-seconds", type=_non_negative_float, default=3.0, metavar="S")
+    parser.add_argument(
+        "--stall-after",
+        type=_non_negative_int,
+        default=2,
+        metavar="FRAMES",
+        help="frames a stream sends before the stall fault (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--close-after",
+        type=_non_negative_int,
+        default=3,
+        metavar="FRAMES",
+        help="frames a stream sends before the close fault (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--slow-seconds",
+        type=_non_negative_float,
+        default=3.0,
+        metavar="S",
+        help="delay of the slow fault (default: %(default)s)",
+    )
     parser.add_argument("--user", help="require HTTP Basic authentication with this user")
     parser.add_argument("--password", help="... and this password")
     return parser

@@ -804,6 +804,19 @@ async def test_cam_webserver_differences(cameras: list[HttpCameraServer]) -> Non
 
 
 @pytest_twisted.ensureDeferred
+async def test_cam_webserver_before_3_served_the_stream_at_stream(
+    cameras: list[HttpCameraServer],
+) -> None:
+    camera = await webserver(cameras, stream_paths=("/", "/stream"))
+    for path in ("/stream", "/"):
+        client = await connect(camera, "stream")
+        client.get(path)
+        await client.until(lambda c=client: len(multipart(c.stream(), ESP_BOUNDARY.encode())) >= 1)  # type: ignore[misc]
+        client.close()
+        await camera.when_streams(0)
+
+
+@pytest_twisted.ensureDeferred
 async def test_cam_webserver_reboot_drops_everything(cameras: list[HttpCameraServer]) -> None:
     camera = await webserver(cameras, reboot_seconds=0.1)
     stream = await connect(camera, "stream")
@@ -1132,7 +1145,6 @@ def _log_of(process: subprocess.Popen[bytes]) -> str:
     return Path(process.log_path).read_text()  # type: ignore[attr-defined]
 
 
-@pytest.mark.slow
 def test_cli_runs_the_esp32_camera() -> None:
     port = free_port()
     argv = [sys.executable, "-m", "camproxy.democam", "--kind", "esp32"]
@@ -1155,7 +1167,8 @@ def test_cli_runs_the_other_kinds_with_faults_and_auth(tmp_path: Path) -> None:
     argv += ["--listen", f"tcp:{control}:interface=127.0.0.1"]
     argv += ["--stream-listen", f"tcp:{stream}:interface=127.0.0.1", "--no-lamp"]
     argv += ["--user", "u", "--password", "p", "--stream-start-delay", "0"]
-    with running(argv):
+    argv += ["--stream-path", "/", "--stream-path", "/stream"]
+    with running(argv) as process:
         with pytest.raises(urllib.error.HTTPError) as refused:
             _poll(f"http://127.0.0.1:{control}/status")
         assert refused.value.code == 401
@@ -1164,6 +1177,7 @@ def test_cli_runs_the_other_kinds_with_faults_and_auth(tmp_path: Path) -> None:
         )
         with urllib.request.urlopen(request, timeout=5) as response:
             assert json.loads(response.read())["lamp"] == -1
+        assert f"stream at http://127.0.0.1:{stream}/stream" in _log_of(process)
     port = free_port()
     argv = [sys.executable, "-m", "camproxy.democam", "--kind", "mjpeg", "--esphome"]
     argv += ["--listen", f"tcp:{port}:interface=127.0.0.1", "--fault", "not-jpeg"]

@@ -758,7 +758,8 @@ class Esp32CamWebserverServer(_EspFirmwareServer):
     (``min_frame_time`` may slow it further); ``stream_start_delay`` is the pause before a
     stream's head (the firmware blinks its status LED twice first, about 225 ms);
     ``reboot_seconds`` how long ``/control?var=reboot`` takes to drop every connection (its
-    watchdog fires after 3 s).
+    watchdog fires after 3 s); ``stream_paths`` where the stream is served (4.x: ``/`` only,
+    so ``/stream`` is a 404; releases before 3.0 served ``/stream``).
     """
 
     camera: Esp32CamWebserver
@@ -770,6 +771,7 @@ class Esp32CamWebserverServer(_EspFirmwareServer):
         *,
         stream_start_delay: float = 0.225,
         reboot_seconds: float = 3.0,
+        stream_paths: tuple[str, ...] = ("/",),
         **knobs: Any,
     ) -> None:
         super().__init__(reactor, **knobs)
@@ -793,11 +795,12 @@ class Esp32CamWebserverServer(_EspFirmwareServer):
             **favicons,
         }
         self._stream_routes: dict[str, Route] = {
-            "/": self._start_stream,
             "/info": lambda e: self._json(e, self.camera.info_json()),
-            "/view": lambda e: self._asset(e, "text/html", _page(None, "/")),
+            "/view": lambda e: self._asset(e, "text/html", _page(None, stream_paths[0])),
             **favicons,
         }
+        for path in stream_paths:
+            self._stream_routes[path] = self._start_stream
 
     async def listen(self, descriptions: dict[str, str]) -> None:
         await super().listen(descriptions)
@@ -923,8 +926,8 @@ def listen_esp32_cam_webserver(
 ) -> Deferred[Esp32CamWebserverServer]:
     """Run easytarget's ``esp32-cam-webserver``, like :func:`listen_esp32_camera`.
 
-    Extra knobs: ``stream_start_delay``, ``reboot_seconds``; ``camera`` is a
-    :class:`Esp32CamWebserver`.
+    Extra knobs: ``stream_start_delay``, ``reboot_seconds``, ``stream_paths``; ``camera`` is
+    an :class:`Esp32CamWebserver`.
     """
     server = Esp32CamWebserverServer(reactor, **knobs)
     return Deferred.fromCoroutine(_listen(server, control_endpoint, stream_endpoint)).addCallback(

@@ -186,6 +186,14 @@ def build_parser(kind: str) -> argparse.ArgumentParser:
             "--min-frame-time", type=_non_negative_int, default=0, metavar="MS", help="(ms)"
         )
         parser.add_argument(
+            "--stream-path",
+            type=_path,
+            action="append",
+            metavar="PATH",
+            help="where the stream port serves the stream (repeatable; default: / as 4.x "
+            "does; add /stream for releases before 3.0)",
+        )
+        parser.add_argument(
             "--stream-start-delay",
             type=_non_negative_float,
             default=0.225,
@@ -325,6 +333,7 @@ def build_camera(reactor: Any, args: argparse.Namespace) -> HttpCameraServer:
             webserver,
             fps=args.fps,
             stream_start_delay=args.stream_start_delay,
+            stream_paths=tuple(args.stream_path or ["/"]),
             **common,
         )
     pattern = PatternCamera(
@@ -375,10 +384,14 @@ def describe(server: HttpCameraServer, kind: str, args: argparse.Namespace) -> l
             f"ESP32 CameraWebServer stream at {server.url('stream', '/stream')}{where['stream']}",
         ]
     if kind == "esp32-cam-webserver":
+        paths = args.stream_path or ["/"]
         return [
             f"esp32-cam-webserver control at {server.url('control', '/')}{where['control']} "
             "(/status, /control?var=lamp&val=N, /capture)",
-            f"esp32-cam-webserver stream at {server.url('stream', '/')}{where['stream']}",
+            *(
+                f"esp32-cam-webserver stream at {server.url('stream', path)}{where['stream']}"
+                for path in paths
+            ),
         ]
     role = "stream" if kind == "mjpeg" else "snapshot"
     noun = "MJPEG stream" if kind == "mjpeg" else "JPEG snapshots"

@@ -271,7 +271,7 @@ LOOPBACK = "tcp:0:interface=127.0.0.1"
 
 
 async def stock(cameras: list[HttpCameraServer], **knobs: Any) -> Esp32CameraServer:
-    knobs.setdefault("camera", CameraWebServer(now=_reactor().seconds, sensor=Sensor(framesize=1)))
+    knobs.setdefault("camera", CameraWebServer(sensor=Sensor(framesize=1)))
     knobs.setdefault("fps", 25.0)
     camera = await listen_esp32_camera(_reactor(), LOOPBACK, LOOPBACK, **knobs)
     cameras.append(camera)
@@ -279,9 +279,7 @@ async def stock(cameras: list[HttpCameraServer], **knobs: Any) -> Esp32CameraSer
 
 
 async def webserver(cameras: list[HttpCameraServer], **knobs: Any) -> Esp32CamWebserverServer:
-    knobs.setdefault(
-        "camera", Esp32CamWebserver(now=_reactor().seconds, sensor=Sensor(framesize=1, quality=12))
-    )
+    knobs.setdefault("camera", Esp32CamWebserver(sensor=Sensor(framesize=1, quality=12)))
     knobs.setdefault("fps", 25.0)
     knobs.setdefault("stream_start_delay", 0.0)
     camera = await listen_esp32_cam_webserver(_reactor(), LOOPBACK, LOOPBACK, **knobs)
@@ -634,6 +632,7 @@ async def test_stock_stream_on_loopback(cameras: list[HttpCameraServer]) -> None
         b"X-Timestamp",
     ]
     assert (camera.streams_active, camera.streams_total) == (1, 1)
+    assert camera.camera.now == _reactor().seconds  # the server gave the model its clock
     client.close()
     await camera.when_streams(0)
 

@@ -240,13 +240,14 @@ class CameraWebServer:
     ``/capture`` flash; otherwise it is dark. ``led_illuminator`` False is a build without
     the LED: ``led_intensity`` is -1 in ``/status`` and an unknown variable for ``/control``.
     ``face_detection`` True is an older build on a board with PSRAM, which adds
-    ``face_detect`` to ``/status`` and ``/control``.
+    ``face_detect`` to ``/status`` and ``/control``. ``now`` is the clock drawn on the
+    pictures (the server gives its reactor's when None).
 
     Records: ``captures`` (``/capture`` requests served), ``flashes`` (those that lit the
     LED), ``controls`` (the latest ``(var, val)`` accepted by ``/control``).
     """
 
-    now: Callable[[], float] = attrs.field(default=lambda: 0.0, repr=False)
+    now: Callable[[], float] | None = attrs.field(default=None, repr=False)
     sensor: Sensor = attrs.field(factory=Sensor)
     led_illuminator: bool = True
     led_duty: int = 0
@@ -263,7 +264,7 @@ class CameraWebServer:
     frames: PatternFrames = attrs.field(init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
-        self.frames = PatternFrames(lambda: self.now())
+        self.frames = PatternFrames(lambda: self.now() if self.now is not None else 0.0)
 
     # --- the LED ----------------------------------------------------------------------------
 
@@ -419,14 +420,15 @@ class Esp32CamWebserver:
     ``autolamp`` are unknown variables: 500). Without ``autolamp`` the lamp shines at
     ``lamp`` all the time; with it, only while a stream runs or a capture is taken.
     ``min_frame_time`` (ms) slows the stream down. ``stream_url`` is what ``/status`` and
-    ``/info`` show (the server sets it once listening).
+    ``/info`` show (the server sets it once listening); ``now`` as for
+    :class:`CameraWebServer`.
 
     Records: ``images_served`` (``/capture``), ``streams_served`` (streams ended),
     ``stream_count`` (0 or 1), ``flashes`` (captures that lit the lamp), ``reboots``,
     ``controls`` (the latest accepted ``(var, val)``).
     """
 
-    now: Callable[[], float] = attrs.field(default=lambda: 0.0, repr=False)
+    now: Callable[[], float] | None = attrs.field(default=None, repr=False)
     sensor: Sensor = attrs.field(factory=lambda: Sensor(framesize=9, quality=12))
     lamp: int = 0
     autolamp: bool = False
@@ -446,7 +448,7 @@ class Esp32CamWebserver:
     frames: PatternFrames = attrs.field(init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
-        self.frames = PatternFrames(lambda: self.now())
+        self.frames = PatternFrames(lambda: self.now() if self.now is not None else 0.0)
         if self.lamp != -1:
             self.lamp = max(0, min(100, self.lamp))
 
@@ -686,7 +688,9 @@ class Esp32CameraServer(_EspFirmwareServer):
 
     def __init__(self, reactor: Any, camera: CameraWebServer | None = None, **knobs: Any) -> None:
         super().__init__(reactor, **knobs)
-        self.camera = camera if camera is not None else CameraWebServer(now=reactor.seconds)
+        self.camera = camera if camera is not None else CameraWebServer()
+        if self.camera.now is None:
+            self.camera.now = reactor.seconds
         self._control_routes: dict[str, Route] = {
             "/": self._index,
             "/status": lambda e: self._json(e, self.camera.status_json()),
@@ -775,7 +779,9 @@ class Esp32CamWebserverServer(_EspFirmwareServer):
         **knobs: Any,
     ) -> None:
         super().__init__(reactor, **knobs)
-        self.camera = camera if camera is not None else Esp32CamWebserver(now=reactor.seconds)
+        self.camera = camera if camera is not None else Esp32CamWebserver()
+        if self.camera.now is None:
+            self.camera.now = reactor.seconds
         self.stream_start_delay = stream_start_delay
         self.reboot_seconds = reboot_seconds
         favicons: dict[str, Route] = {

@@ -47,10 +47,10 @@ class PatternCamera:
     """A camera without controls, without sockets: the test pattern at a fixed size.
 
     ``quality`` is Pillow's (1..95); ``light`` lights the picture. ``pictures`` counts the
-    JPEGs taken.
+    JPEGs taken. ``now`` is the clock drawn on them (the servers give theirs when None).
     """
 
-    now: Callable[[], float] = attrs.field(default=lambda: 0.0, repr=False)
+    now: Callable[[], float] | None = attrs.field(default=None, repr=False)
     width: int = 320
     height: int = 240
     quality: int = 70
@@ -62,7 +62,7 @@ class PatternCamera:
             raise ValueError(f"frame size {self.width}x{self.height} is too small")
         if not 1 <= self.quality <= 95:
             raise ValueError(f"JPEG quality {self.quality} is not within 1..95")
-        self.frames = PatternFrames(lambda: self.now())
+        self.frames = PatternFrames(lambda: self.now() if self.now is not None else 0.0)
 
     @property
     def pictures(self) -> int:
@@ -103,7 +103,9 @@ class MjpegServer(HttpCameraServer):
         super().__init__(reactor, **knobs)
         if not fps > 0:
             raise ValueError(f"fps must be positive, not {fps!r}")
-        self.camera = camera if camera is not None else PatternCamera(now=reactor.seconds)
+        self.camera = camera if camera is not None else PatternCamera()
+        if self.camera.now is None:
+            self.camera.now = reactor.seconds
         self.path = _check_path(path)
         self.style = style
         self.fps = fps
@@ -143,7 +145,9 @@ class JpegServer(HttpCameraServer):
         **knobs: Any,
     ) -> None:
         super().__init__(reactor, **knobs)
-        self.camera = camera if camera is not None else PatternCamera(now=reactor.seconds)
+        self.camera = camera if camera is not None else PatternCamera()
+        if self.camera.now is None:
+            self.camera.now = reactor.seconds
         self.path = _check_path(path)
         self.snapshot = self.add_server("snapshot", self._route, single_task=single_client)
 

@@ -672,8 +672,9 @@ class _EspFirmwareServer(HttpCameraServer):
 
 
 def _timestamp(seconds: float) -> str:
-    whole = int(seconds)
-    return f"{whole}.{round((seconds - whole) * 1_000_000) % 1_000_000:06d}"
+    """``%ld.%06ld`` of a ``timeval``."""
+    whole, micros = divmod(round(seconds * 1_000_000), 1_000_000)
+    return f"{whole}.{micros:06d}"
 
 
 class Esp32CameraServer(_EspFirmwareServer):

@@ -276,8 +276,7 @@ class MultipartStyle:
         if self.content_length:
             lines.append(b"Content-Length: %d\r\n" % length)
         if self.timestamp and timestamp is not None:
-            seconds = int(timestamp)
-            micros = round((timestamp - seconds) * 1_000_000) % 1_000_000
+            seconds, micros = divmod(round(timestamp * 1_000_000), 1_000_000)
             lines.append(b"X-Timestamp: %d.%06d\r\n" % (seconds, micros))
         lines += [f"{name}: {value}\r\n".encode("latin-1") for name, value in self.part_headers]
         return b"".join(lines) + padding_line(padding) + b"\r\n"

@@ -1144,12 +1144,28 @@ def _log_of(process: subprocess.Popen[bytes]) -> str:
     return Path(process.log_path).read_text()  # type: ignore[attr-defined]
 
 
+def _free_port_pair() -> int:
+    """A free port whose next port is free too (the stock firmware's stream port is +1)."""
+    for _ in range(100):
+        port = free_port()
+        try:
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", port + 1))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no two consecutive free ports")
+
+
 def test_cli_runs_the_esp32_camera() -> None:
-    port = free_port()
+    port = _free_port_pair()
     argv = [sys.executable, "-m", "camproxy.democam", "--kind", "esp32"]
     argv += ["--listen", f"tcp:{port}:interface=127.0.0.1", "--framesize", "QQVGA"]
     with running(argv) as process:
-        status = json.loads(_poll(f"http://127.0.0.1:{port}/status"))
+        try:
+            status = json.loads(_poll(f"http://127.0.0.1:{port}/status"))
+        except OSError:
+            pytest.fail(f"the camera did not answer; its output:\n{_log_of(process)}")
         assert status["framesize"] == 1
         data = _read_stream(port + 1, "/stream", DELIMITER)  # the stream port is port + 1
         assert data.startswith(STOCK_STREAM_HEAD)

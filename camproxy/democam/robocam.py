@@ -722,10 +722,29 @@ def _quality(text: str) -> int:
     return value
 
 
+KINDS = ("robocam", "esp32", "esp32-cam-webserver", "mjpeg", "jpeg")
+"""Cameras ``--kind`` emulates; each kind but ``robocam`` has its options in ``httpcli``."""
+
+
+def _requested_kind(argv: list[str]) -> str:
+    """The ``--kind`` asked for (``robocam`` without one); a bad one exits with status 2."""
+    parser = _ArgumentParser(prog="python -m camproxy.democam", add_help=False)
+    parser.add_argument("--kind", choices=KINDS, default="robocam")
+    known, _rest = parser.parse_known_args(argv)
+    return str(known.kind)
+
+
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = _ArgumentParser(
         prog="python -m camproxy.democam",
-        description="Run an emulated RoboCam ESP32-CAM (WebSocket at /ws).",
+        description="Run an emulated RoboCam ESP32-CAM (WebSocket at /ws). Other cameras: "
+        "--kind esp32|esp32-cam-webserver|mjpeg|jpeg (see --kind KIND --help).",
+    )
+    parser.add_argument(
+        "--kind",
+        choices=KINDS,
+        default="robocam",
+        help="the camera emulated (default: %(default)s)",
     )
     parser.add_argument(
         "--listen",
@@ -836,7 +855,15 @@ def main(argv: list[str] | None = None) -> None:
     """Run the demo camera until interrupted, logging to standard output.
 
     Usage errors, a bad endpoint string included, print one line and exit with status 2.
+    ``--kind`` other than ``robocam`` runs an HTTP camera instead (``camproxy.democam.httpcli``).
     """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    kind = _requested_kind(argv)
+    if kind != "robocam":
+        from camproxy.democam.httpcli import main as http_main
+
+        http_main(kind, argv)
+        return
     from twisted.internet import reactor
     from twisted.internet.task import react
     from twisted.logger import globalLogBeginner, textFileLogObserver

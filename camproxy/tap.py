@@ -18,14 +18,15 @@ from twisted.internet.interfaces import ISSLTransport
 from twisted.logger import ILogObserver
 from twisted.python import usage
 from twisted.python.components import Componentized
+from twisted.web.resource import IResource
 
 from camproxy.accounts.database import DatabaseInUse, check_not_in_use
 from camproxy.accounts.passwords import IPasswordHasher
 from camproxy.accounts.service import AccountsService
 from camproxy.config import Config, ConfigError, build_config, read_environment
-from camproxy.hub.events import CloseReason
+from camproxy.fleet import DEFAULT_CAMERA, CameraSpec, CameraStack, Fleet
 from camproxy.hub.hub import CameraHub
-from camproxy.hub.source import ICameraSource
+from camproxy.hub.source import ICameraSource, ISourceListener
 from camproxy.ops.logs import make_observer, twistd_primary_stream
 from camproxy.ops.metrics import DaemonMetrics
 from camproxy.sources.robocam.link import CameraSettings, RoboCamSource
@@ -35,8 +36,9 @@ from camproxy.web.api import IntegrationApi
 from camproxy.web.apitokens import ApiTokenDependencies, ApiTokenRoutes
 from camproxy.web.assets import asset_directory
 from camproxy.web.auth import Authenticator
+from camproxy.web.cameras import CameraAccess
 from camproxy.web.csrf import CsrfTokens
-from camproxy.web.gate import CredentialWatcher, SessionGate, ViewerDirectory
+from camproxy.web.gate import CameraGate, CredentialWatcher, ViewerDirectory
 from camproxy.web.login import LoginDependencies, LoginRoutes
 from camproxy.web.login_throttle import LoginThrottle
 from camproxy.web.origins import OriginPolicy
@@ -121,26 +123,107 @@ class Options(usage.Options):
             twistd.postOptions = use_our_observer  # type: ignore[method-assign]
 
 
-class CameraService(Service):
-    """One camera: its hub, its source and its viewers, started and stopped together."""
+def initial_cameras(config: Config) -> list[CameraSpec]:
+    """The cameras the daemon starts with: ``default`` from ``--camera``."""
+    url = DEMO_ROBOCAM_URL if config.demo else config.camera_url
+    return [
+        CameraSpec(
+            name=DEFAULT_CAMERA,
+            url=url,
+            title="Demo RoboCam" if config.demo else "",
+            kind="robocam",
+            max_fps=config.max_fps,
+            idle_close=config.idle_close,
+        )
+    ]
 
-    def __init__(self, hub: CameraHub, source: ICameraSource, viewers: ViewerFactory) -> None:
-        self.hub = hub
-        self.source = source
-        self.viewers = viewers
 
-    def startService(self) -> None:
-        super().startService()
-        self.hub.start(self.source)
+class CameraBuilders:
+    """How each camera's hub, source and viewer sockets are made, for the fleet."""
 
-    def stopService(self) -> Deferred[Any]:
-        """Say goodbye properly: viewers get 1001 (going away), the camera a close frame."""
-        super().stopService()
-        closing = self.viewers.close_all(CloseReason.GOING_AWAY)
-        for viewer in self.hub.viewers:
-            viewer.close(CloseReason.GOING_AWAY)
-        self.hub.stop()
-        return closing
+    def __init__(
+        self,
+        reactor: Any,
+        config: Config,
+        auth: Authenticator,
+        proxies: TrustedProxies,
+        demo: DemoCameraService | None,
+    ) -> None:
+        self._reactor = reactor
+        self._config = config
+        self._auth = auth
+        self._proxies = proxies
+        self._demo = demo
+        self.cameras: CameraAccess | None = None
+        self._sockets: dict[str, IResource] = {}
+        self._nowhere: IResource | None = None
+
+    def hub(self, spec: CameraSpec) -> CameraHub:
+        return CameraHub(
+            self._reactor,
+            max_fps=spec.max_fps,
+            idle_close=spec.idle_close,
+            request_timeout=self._config.frame_timeout,
+            max_frame_bytes=self._config.max_frame_bytes,
+            control_mode=spec.control,
+        )
+
+    def source(self, spec: CameraSpec, listener: ISourceListener) -> ICameraSource:
+        config = self._config
+        settings = CameraSettings(
+            url=spec.url,
+            max_frame_bytes=config.max_frame_bytes,
+            connect_timeout=config.camera_connect_timeout,
+            ping_interval=config.camera_ping_interval,
+            ping_timeout=config.camera_ping_interval,
+            ca_file=config.camera_ca,
+        )
+        if self._demo is not None and spec.url == DEMO_ROBOCAM_URL:
+            endpoint = UNIXClientEndpoint(self._reactor, self._demo.socket_path)
+            return RoboCamSource(
+                self._reactor, listener, attrs.evolve(settings, ca_file=None), endpoint=endpoint
+            )
+        return RoboCamSource(self._reactor, listener, settings)
+
+    def _factory(self, hub: CameraHub, camera: str, fields: Any) -> ViewerFactory:
+        proxies = self._proxies
+        assert self.cameras is not None
+        return ViewerFactory(
+            hub,
+            CameraGate(self._auth, self.cameras, camera),
+            self._reactor,
+            camera_fields=fields,
+            is_secure=lambda transport, peer, headers: proxies.is_secure(
+                peer, ISSLTransport.providedBy(transport), headers.get("x-forwarded-proto")
+            ),
+            client_address=lambda peer, headers: proxies.client_address(
+                peer, headers.get("x-forwarded-for")
+            ),
+            reactor=self._reactor,
+        )
+
+    def viewers(self, stack: CameraStack) -> ViewerFactory:
+        factory = self._factory(
+            stack.hub,
+            stack.name,
+            lambda: {"camera": stack.name, "title": stack.title, "kind": stack.kind},
+        )
+        self._sockets[stack.name] = WebSocketResource(factory)
+        return factory
+
+    def socket_resource(self, camera: str) -> IResource:
+        """The viewer socket of a camera; for any other name, one that refuses alike."""
+        found = self._sockets.get(camera)
+        if found is not None and self.cameras is not None and self.cameras.exists(camera):
+            return found
+        if self._nowhere is None:
+            # Never started: its gate refuses every handshake as for an invisible camera.
+            nowhere = CameraHub(self._reactor, max_fps=1, idle_close=0)
+            self._nowhere = WebSocketResource(self._factory(nowhere, "", dict))
+        return self._nowhere
+
+
+DEMO_ROBOCAM_URL = "ws://democam/ws"
 
 
 class DemoCameraService(Service):
@@ -215,58 +298,29 @@ def build_service(
     accounts.setName("accounts")
     accounts.setServiceParent(top)
 
-    hub = CameraHub(
-        reactor,
-        max_fps=config.max_fps,
-        idle_close=config.idle_close,
-        request_timeout=config.frame_timeout,
-        max_frame_bytes=config.max_frame_bytes,
-    )
-    settings = CameraSettings(
-        url=config.camera_url,
-        max_frame_bytes=config.max_frame_bytes,
-        connect_timeout=config.camera_connect_timeout,
-        ping_interval=config.camera_ping_interval,
-        ping_timeout=config.camera_ping_interval,
-        ca_file=config.camera_ca,
-    )
+    origins = OriginPolicy(config.allowed_origins)
+    proxies = TrustedProxies(parse_networks(config.trusted_proxies))
+    auth = Authenticator(accounts, reactor)
+    demo: DemoCameraService | None = None
     if config.demo:
         demo = DemoCameraService(reactor)
         demo.setName("democam")
         demo.setServiceParent(top)
-        settings = attrs.evolve(settings, url="ws://democam/ws", ca_file=None)
-        source = RoboCamSource(
-            reactor, hub, settings, endpoint=UNIXClientEndpoint(reactor, demo.socket_path)
-        )
-    else:
-        source = RoboCamSource(reactor, hub, settings)
+    builders = CameraBuilders(reactor, config, auth, proxies, demo)
+    fleet = Fleet(reactor, builders.hub, builders.source, builders.viewers)
+    fleet.setName("cameras")
+    fleet.setServiceParent(top)
+    cameras = CameraAccess(fleet)
+    builders.cameras = cameras
+    fleet.apply(initial_cameras(config))
 
-    origins = OriginPolicy(config.allowed_origins)
-    proxies = TrustedProxies(parse_networks(config.trusted_proxies))
-    auth = Authenticator(accounts, reactor)
-    viewers = ViewerFactory(
-        hub,
-        SessionGate(auth),
-        reactor,
-        is_secure=lambda transport, peer, headers: proxies.is_secure(
-            peer, ISSLTransport.providedBy(transport), headers.get("x-forwarded-proto")
-        ),
-        client_address=lambda peer, headers: proxies.client_address(
-            peer, headers.get("x-forwarded-for")
-        ),
-        reactor=reactor,
-    )
-    camera = CameraService(hub, source, viewers)
-    camera.setName("camera")
-    camera.setServiceParent(top)
-
-    directory = ViewerDirectory(lambda: hub.viewers)
+    directory = ViewerDirectory(fleet.viewers)
     watcher = CredentialWatcher(reactor, accounts, directory)
     watcher.setName("credentials")
     watcher.setServiceParent(top)
 
     metrics = DaemonMetrics()
-    metrics.watch_camera(hub)
+    metrics.watch_cameras(lambda: ((stack.name, stack.hub) for stack in fleet))
     csrf = CsrfTokens(config.secret_key, reactor)
     renderer = Renderer(templates_environment(asset_directory("templates")))
     login = LoginRoutes(
@@ -303,7 +357,8 @@ def build_service(
     )
     pages = PageRoutes(
         PageDependencies(
-            hub=hub,
+            fleet=fleet,
+            cameras=cameras,
             auth=auth,
             csrf=csrf,
             renderer=renderer,
@@ -311,7 +366,7 @@ def build_service(
         )
     )
     api = IntegrationApi(
-        hub,
+        cameras,
         auth,
         csrf,
         reactor,
@@ -331,7 +386,7 @@ def build_service(
             b"snapshot.jpg": api_resource,
             b"metrics": api_resource,
         },
-        WebSocketResource(viewers),
+        builders.socket_resource,
         origins,
     )
     site = CamProxySite(root, reactor, proxies, metrics)

@@ -15,8 +15,9 @@ from camproxy.accounts.passwords import FastHasher
 from camproxy.accounts.service import AccountsService
 from camproxy.accounts.users import User
 from camproxy.config import Config
+from camproxy.fleet import CameraStack, Fleet
 from camproxy.hub.hub import CameraHub
-from camproxy.tap import CameraService, build_service, listening_port
+from camproxy.tap import build_service, listening_port
 from camproxy.viewers.websocket import ViewerFactory
 from camproxy.web.auth import SESSION_COOKIE
 from tests.wsclient import RecordingViewer, connect_viewer
@@ -73,16 +74,27 @@ class RunningDaemon:
         return await connect_viewer(self.reactor, self.port, headers={**cookie, **(headers or {})})
 
     @property
+    def fleet(self) -> Fleet:
+        fleet = self.service.getServiceNamed("cameras")
+        assert isinstance(fleet, Fleet)
+        return fleet
+
+    def camera(self, name: str = "default") -> CameraStack:
+        stack = self.fleet.get(name)
+        assert stack is not None, f"no camera {name!r}"
+        return stack
+
+    @property
     def hub(self) -> CameraHub:
-        camera = self.service.getServiceNamed("camera")
-        assert isinstance(camera, CameraService)
-        return camera.hub
+        """The hub of the camera ``default``."""
+        return self.camera().hub
 
     @property
     def viewers(self) -> ViewerFactory:
-        camera = self.service.getServiceNamed("camera")
-        assert isinstance(camera, CameraService)
-        return camera.viewers
+        """The viewer sockets of the camera ``default``."""
+        factory = self.camera().viewers
+        assert isinstance(factory, ViewerFactory)
+        return factory
 
     @property
     def url(self) -> str:

@@ -47,7 +47,12 @@ async def test_health_and_hello_with_a_connected_camera(
     await wait_until(reactor, lambda: daemon.hub.connected)
     code, health = await get_json(daemon.url + "/health")
     assert code == 200
-    assert health == {"status": "healthy", "esp32_connected": True, "clients": 0}
+    assert health == {
+        "status": "healthy",
+        "esp32_connected": True,
+        "clients": 0,
+        "cameras": {"total": 1, "connected": 1, "degraded": 0},
+    }
 
     viewer = await daemon.viewer()
     await viewer.wait_event("client_count", count=1)

@@ -203,7 +203,7 @@ async def test_openapi_describes_exactly_the_api_routes(
     from camproxy.web.api import IntegrationApi
 
     routes = {
-        rule.rule
+        rule.rule.replace("<name>", "{name}")
         for rule in IntegrationApi.app.url_map.iter_rules()
         if rule.rule.startswith("/api/") and rule.rule != "/api/openapi.json"
     }

@@ -214,7 +214,7 @@ async def test_disable_delete_and_password_change_close_sockets(
 ) -> None:
     daemon = await daemon_with_camera(demo_camera_factory, daemon_factory)
     users = daemon.accounts.users
-    watcher = daemon.service.getServiceNamed("camera")
+    watcher = daemon.service.getServiceNamed("credentials")
     assert users is not None and watcher is not None
     changes = [
         ("carol", lambda: users.set_active("carol", False)),

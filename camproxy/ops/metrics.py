@@ -6,7 +6,7 @@ nothing is counted per frame per viewer beyond two integer increments.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -14,49 +14,85 @@ from prometheus_client.registry import Collector
 
 from camproxy.hub.hub import CameraHub
 
+#: (name, help, kind, how to read it from a hub) for each per-camera metric.
+_CAMERA_METRICS: tuple[tuple[str, str, str, Callable[[CameraHub], float]], ...] = (
+    (
+        "camproxy_viewers",
+        "Connected viewers (WebSocket and MJPEG)",
+        "gauge",
+        lambda hub: hub.viewer_count,
+    ),
+    (
+        "camproxy_camera_connected",
+        "1 while the camera link is up",
+        "gauge",
+        lambda hub: hub.connected,
+    ),
+    (
+        "camproxy_frames_received",
+        "Valid frames from the camera",
+        "counter",
+        lambda hub: hub.stats.frames_received,
+    ),
+    (
+        "camproxy_frames_invalid",
+        "Invalid binaries from the camera, dropped",
+        "counter",
+        lambda hub: hub.stats.frames_invalid,
+    ),
+    (
+        "camproxy_frames_sent",
+        "Frames written to viewers",
+        "counter",
+        lambda hub: hub.stats.frames_sent,
+    ),
+    (
+        "camproxy_frames_skipped",
+        "Frames skipped for slow viewers",
+        "counter",
+        lambda hub: hub.stats.frames_skipped,
+    ),
+    (
+        "camproxy_frame_requests",
+        "Frame requests sent to the camera",
+        "counter",
+        lambda hub: hub.stats.frame_requests,
+    ),
+    (
+        "camproxy_camera_timeouts",
+        "Frame requests given up",
+        "counter",
+        lambda hub: hub.stats.frame_request_timeouts,
+    ),
+    (
+        "camproxy_camera_connects",
+        "Camera links established",
+        "counter",
+        lambda hub: hub.stats.camera_connects,
+    ),
+    (
+        "camproxy_camera_disconnects",
+        "Camera links lost or closed",
+        "counter",
+        lambda hub: hub.stats.camera_disconnects,
+    ),
+)
+
 
 class CameraCollector(Collector):
-    """Reads one camera's hub at scrape time."""
+    """Reads every camera's hub at scrape time, one sample per camera (``camera="NAME"``)."""
 
-    def __init__(self, hub: CameraHub, camera: str = "default") -> None:
-        self._hub = hub
-        self._camera = camera
+    def __init__(self, cameras: Callable[[], Iterable[tuple[str, CameraHub]]]) -> None:
+        self._cameras = cameras
 
     def collect(self) -> Iterator[Metric]:
-        hub, stats, labels = self._hub, self._hub.stats, [self._camera]
-
-        def gauge(name: str, doc: str, value: float) -> Metric:
-            family = GaugeMetricFamily(name, doc, labels=["camera"])
-            family.add_metric(labels, value)
-            return family
-
-        def counter(name: str, doc: str, value: float) -> Metric:
-            family = CounterMetricFamily(name, doc, labels=["camera"])
-            family.add_metric(labels, value)
-            return family
-
-        yield gauge("camproxy_viewers", "Connected viewers (WebSocket and MJPEG)", hub.viewer_count)
-        yield gauge("camproxy_camera_connected", "1 while the camera link is up", hub.connected)
-        yield counter(
-            "camproxy_frames_received", "Valid frames from the camera", stats.frames_received
-        )
-        yield counter(
-            "camproxy_frames_invalid",
-            "Invalid binaries from the camera, dropped",
-            stats.frames_invalid,
-        )
-        yield counter("camproxy_frames_sent", "Frames written to viewers", stats.frames_sent)
-        yield counter(
-            "camproxy_frames_skipped", "Frames skipped for slow viewers", stats.frames_skipped
-        )
-        yield counter("camproxy_frame_requests", "getframe requests sent", stats.frame_requests)
-        yield counter(
-            "camproxy_camera_timeouts", "getframe requests given up", stats.frame_request_timeouts
-        )
-        yield counter("camproxy_camera_connects", "Camera links established", stats.camera_connects)
-        yield counter(
-            "camproxy_camera_disconnects", "Camera links lost or closed", stats.camera_disconnects
-        )
+        cameras = list(self._cameras())
+        for name, doc, kind, read in _CAMERA_METRICS:
+            family_type = GaugeMetricFamily if kind == "gauge" else CounterMetricFamily
+            family = family_type(name, doc, labels=["camera"])
+            for camera, hub in cameras:
+                family.add_metric([camera], float(read(hub)))
+            yield family
 
 
 class DaemonMetrics:
@@ -81,5 +117,6 @@ class DaemonMetrics:
             "camproxy_login_failures", "Failed or throttled logins", registry=self.registry
         )
 
-    def watch_camera(self, hub: CameraHub, camera: str = "default") -> None:
-        self.registry.register(CameraCollector(hub, camera))
+    def watch_cameras(self, cameras: Callable[[], Iterable[tuple[str, CameraHub]]]) -> None:
+        """Report the cameras ``cameras()`` names, as they are when scraped."""
+        self.registry.register(CameraCollector(cameras))

@@ -20,15 +20,18 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 from zope.interface import implementer
 
 from camproxy.accounts.principal import Principal
+from camproxy.fleet import DEFAULT_CAMERA
 from camproxy.hub.commands import InvalidCommand, command_from_fields
 from camproxy.hub.events import Refusal, Refused
-from camproxy.hub.hub import NOT_CONNECTED, CameraHub, CameraUnavailable
+from camproxy.hub.hub import NOT_CONNECTED, CameraUnavailable
 from camproxy.hub.viewer import IRequester
 from camproxy.ops.metrics import DaemonMetrics
 from camproxy.viewers.mjpeg import MjpegStream
 from camproxy.web.auth import Authenticator
+from camproxy.web.cameras import CameraAccess, VisibleCamera
 from camproxy.web.csrf import CsrfTokens
 from camproxy.web.openapi import openapi_document
+from camproxy.web.pages import camera_summary
 from camproxy.web.proxies import IPNetwork, address_in
 from camproxy.web.rendering import json_response
 
@@ -65,13 +68,17 @@ class ApiRequester:
 
 
 class IntegrationApi:
-    """Routes for machines: no forms, no pages; tokens or sessions."""
+    """Routes for machines: no forms, no pages; tokens or sessions.
+
+    The v1 routes address the camera ``default``; ``/cam/NAME/...`` and
+    ``/api/cameras/NAME/...`` any camera the caller may view (others answer 404).
+    """
 
     app = Klein()
 
     def __init__(
         self,
-        hub: CameraHub,
+        cameras: CameraAccess,
         auth: Authenticator,
         csrf: CsrfTokens,
         clock: IReactorTime,
@@ -79,7 +86,7 @@ class IntegrationApi:
         metrics: DaemonMetrics,
         metrics_allow: tuple[IPNetwork, ...] = (),
     ) -> None:
-        self.hub = hub
+        self.cameras = cameras
         self.auth = auth
         self.csrf = csrf
         self.clock = clock
@@ -90,20 +97,45 @@ class IntegrationApi:
         request.setHeader(b"WWW-Authenticate", b'Bearer realm="camproxy"')
         return json_response(request, 401, {"error": "authentication required"})
 
+    def no_camera(self, request: IRequest) -> bytes:
+        return json_response(request, 404, {"error": "no such camera"})
+
+    async def camera(
+        self, request: IRequest, name: str, *, allow_query_token: bool
+    ) -> tuple[Principal, VisibleCamera] | bytes:
+        """The caller and the camera, or the response to send instead (401, 404)."""
+        principal = await self.auth.principal(request, allow_query_token=allow_query_token)
+        if principal is None:
+            return self.unauthorized(request)
+        camera = self.cameras.visible(principal, name)
+        if camera is None:
+            return self.no_camera(request)
+        return principal, camera
+
     # -- media ------------------------------------------------------------------
 
     @app.route("/stream.mjpg", methods=["GET"])
-    async def stream(self, request: Request) -> Any:
-        principal = await self.auth.principal(request, allow_query_token=True)
-        if principal is None:
-            return self.unauthorized(request)
-        return MjpegStream(self.hub, principal, principal.username)
+    def default_stream(self, request: Request) -> Any:
+        return self.stream(request, DEFAULT_CAMERA)
+
+    @app.route("/cam/<name>/stream.mjpg", methods=["GET"])
+    async def stream(self, request: Request, name: str) -> Any:
+        found = await self.camera(request, name, allow_query_token=True)
+        if isinstance(found, bytes):
+            return found
+        principal, camera = found
+        return MjpegStream(camera.stack.hub, principal, principal.username)
 
     @app.route("/snapshot.jpg", methods=["GET", "HEAD"])
-    async def snapshot(self, request: IRequest) -> bytes:
-        if await self.auth.principal(request, allow_query_token=True) is None:
-            return self.unauthorized(request)
-        hub = self.hub
+    def default_snapshot(self, request: IRequest) -> Any:
+        return self.snapshot(request, DEFAULT_CAMERA)
+
+    @app.route("/cam/<name>/snapshot.jpg", methods=["GET", "HEAD"])
+    async def snapshot(self, request: IRequest, name: str) -> bytes:
+        found = await self.camera(request, name, allow_query_token=True)
+        if isinstance(found, bytes):
+            return found
+        hub = found[1].stack.hub
         if hub.link_open and not hub.connected:
             # The camera is down: say so now rather than hold the client (CONTRACT §5).
             return self.camera_down(request)
@@ -128,11 +160,25 @@ class IntegrationApi:
 
     # -- REST ---------------------------------------------------------------------
 
-    @app.route("/api/status", methods=["GET"])
-    async def status(self, request: IRequest) -> bytes:
-        if await self.auth.principal(request, allow_query_token=False) is None:
+    @app.route("/api/cameras", methods=["GET"])
+    async def list_cameras(self, request: IRequest) -> bytes:
+        principal = await self.auth.principal(request, allow_query_token=False)
+        if principal is None:
             return self.unauthorized(request)
-        hub = self.hub
+        visible = self.cameras.all_visible(principal)
+        return json_response(request, 200, [camera_summary(camera) for camera in visible])
+
+    @app.route("/api/status", methods=["GET"])
+    def default_status(self, request: IRequest) -> Any:
+        return self.status(request, DEFAULT_CAMERA)
+
+    @app.route("/api/cameras/<name>/status", methods=["GET"])
+    async def status(self, request: IRequest, name: str) -> bytes:
+        found = await self.camera(request, name, allow_query_token=False)
+        if isinstance(found, bytes):
+            return found
+        camera = found[1]
+        hub = camera.stack.hub
         position = None if hub.position is None else {"x": hub.position.x, "y": hub.position.y}
         return json_response(
             request,
@@ -146,10 +192,11 @@ class IntegrationApi:
             },
         )
 
-    async def command(self, request: IRequest, kind: str) -> bytes:
-        principal = await self.auth.principal(request, allow_query_token=False)
-        if principal is None:
-            return self.unauthorized(request)
+    async def command(self, request: IRequest, name: str, kind: str) -> bytes:
+        found = await self.camera(request, name, allow_query_token=False)
+        if isinstance(found, bytes):
+            return found
+        principal, camera = found
         if not self._csrf_ok(request, principal):
             return json_response(request, 403, {"error": "missing or invalid X-CSRF-Token"})
         body = request.content.read(MAX_BODY + 1) if request.content is not None else b""
@@ -161,12 +208,13 @@ class IntegrationApi:
             return json_response(request, 400, {"error": "body is not valid JSON"})
         if not isinstance(fields, dict):
             return json_response(request, 400, {"error": "body must be a JSON object"})
+        hub = camera.stack.hub
         try:
-            command = command_from_fields(kind, fields, self.hub.limits)
+            command = command_from_fields(kind, fields, hub.limits)
         except InvalidCommand as problem:
             return json_response(request, 400, {"error": str(problem)})
-        requester = ApiRequester(principal.may_control, principal.username, principal.is_admin)
-        self.hub.execute(command, requester)
+        requester = ApiRequester(camera.may_control, principal.username, principal.is_admin)
+        hub.execute(command, requester)
         refused = requester.refused
         if refused is not None:
             code = REFUSAL_STATUS[refused.reason]
@@ -184,15 +232,27 @@ class IntegrationApi:
 
     @app.route("/api/servo", methods=["POST"])
     def servo(self, request: IRequest) -> Any:
-        return self.command(request, "servo_command")
+        return self.command(request, DEFAULT_CAMERA, "servo_command")
 
     @app.route("/api/position", methods=["POST"])
     def position(self, request: IRequest) -> Any:
-        return self.command(request, "position_command")
+        return self.command(request, DEFAULT_CAMERA, "position_command")
 
     @app.route("/api/light", methods=["POST"])
     def light(self, request: IRequest) -> Any:
-        return self.command(request, "light_command")
+        return self.command(request, DEFAULT_CAMERA, "light_command")
+
+    @app.route("/api/cameras/<name>/servo", methods=["POST"])
+    def camera_servo(self, request: IRequest, name: str) -> Any:
+        return self.command(request, name, "servo_command")
+
+    @app.route("/api/cameras/<name>/position", methods=["POST"])
+    def camera_position(self, request: IRequest, name: str) -> Any:
+        return self.command(request, name, "position_command")
+
+    @app.route("/api/cameras/<name>/light", methods=["POST"])
+    def camera_light(self, request: IRequest, name: str) -> Any:
+        return self.command(request, name, "light_command")
 
     @app.route("/metrics", methods=["GET"])
     async def prometheus(self, request: IRequest) -> bytes:
@@ -219,4 +279,4 @@ class IntegrationApi:
 
     @app.route("/api/openapi.json", methods=["GET"])
     def openapi(self, request: IRequest) -> bytes:
-        return json_response(request, 200, openapi_document(self.hub.limits))
+        return json_response(request, 200, openapi_document(self.cameras.default_limits()))

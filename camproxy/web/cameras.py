@@ -13,6 +13,7 @@ import attrs
 from camproxy.accounts.access import Level, access_level
 from camproxy.accounts.principal import Principal
 from camproxy.fleet import DEFAULT_CAMERA, CameraStack, Fleet
+from camproxy.hub.source import Limits
 
 #: A camera's name: it appears in URLs (CONTRACT §6).
 CAMERA_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
@@ -42,6 +43,9 @@ class CameraAccess:
     def __init__(self, fleet: Fleet) -> None:
         self._fleet = fleet
 
+    def exists(self, name: str) -> bool:
+        return self._fleet.get(name) is not None
+
     def level(self, principal: Principal, name: str) -> Level:
         stack = self._fleet.get(name) if CAMERA_NAME.fullmatch(name) else None
         if stack is None:
@@ -55,6 +59,11 @@ class CameraAccess:
             return None
         level = access_level(principal.caller, name, stack.access)
         return VisibleCamera(stack, level) if level >= Level.VIEW else None
+
+    def default_limits(self) -> Limits:
+        """The pan/tilt range of the camera ``default`` (0..180 without one)."""
+        stack = self._fleet.get(DEFAULT_CAMERA)
+        return stack.hub.limits if stack is not None else Limits()
 
     def all_visible(self, principal: Principal) -> list[VisibleCamera]:
         """The cameras the principal may view, by name."""

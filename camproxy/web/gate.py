@@ -1,9 +1,10 @@
 """The boundary between accounts and viewers: who may watch, and for how long.
 
-The gate admits a WebSocket upgrade only with a valid session cookie (CONTRACT §3;
-the ``Origin`` is checked before, by the site). The credential watcher ends every
-viewer — WebSocket or MJPEG — whose session or token has ended, also when that
-happened in another process (``camproxy user disable``, ``camproxy token revoke``).
+The gate admits a WebSocket upgrade only with a valid session cookie and access to
+its camera (CONTRACT §3, §6; the ``Origin`` is checked before, by the site). The
+credential watcher ends every viewer, WebSocket or MJPEG, whose session or token has
+ended, also when that happened in another process (``camproxy user disable``,
+``camproxy token revoke``).
 """
 
 from __future__ import annotations
@@ -12,44 +13,54 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from autobahn.websocket.protocol import ConnectionRequest
+from autobahn.websocket.types import ConnectionDeny
 from twisted.application.internet import TimerService
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from camproxy.accounts.access import Level
 from camproxy.accounts.principal import Principal
 from camproxy.accounts.service import AccountsService
 from camproxy.hub.events import CloseReason
 from camproxy.hub.viewer import IViewer
 from camproxy.viewers.websocket import Admission, IHandshakeGate, forbidden
 from camproxy.web.auth import SESSION_COOKIE, Authenticator, cookie_value
+from camproxy.web.cameras import CameraAccess
 
 #: Seconds between two checks for ended credentials (CONTRACT §4: within 10 s).
 WATCH_INTERVAL = 5.0
 
 
 @implementer(IHandshakeGate)
-class SessionGate:
-    """Admits a viewer with a valid session cookie."""
+class CameraGate:
+    """Admits a viewer of one camera: a valid session cookie, and at least ``view`` on it.
 
-    def __init__(self, auth: Authenticator) -> None:
+    A camera the user may not see is refused exactly as one that does not exist (404).
+    """
+
+    def __init__(self, auth: Authenticator, cameras: CameraAccess, camera: str) -> None:
         self._auth = auth
+        self._cameras = cameras
+        self._camera = camera
 
     def admit(self, request: ConnectionRequest, secure: bool, peer: str) -> Deferred[Admission]:
         session_id = cookie_value(request.headers.get("cookie"), SESSION_COOKIE)
         looking = self._auth.session_principal(session_id, memo=True)
-        return looking.addCallback(_admission)
+        return looking.addCallback(self._admission)
 
-
-def _admission(principal: Principal | None) -> Admission:
-    if principal is None:
-        raise forbidden("login required")
-    return Admission(
-        principal=principal,
-        user=principal.username,
-        is_admin=principal.is_admin,
-        access="control" if principal.may_control else "view",
-    )
+    def _admission(self, principal: Principal | None) -> Admission:
+        if principal is None:
+            raise forbidden("login required")
+        level = self._cameras.level(principal, self._camera)
+        if level < Level.VIEW:
+            raise ConnectionDeny(ConnectionDeny.NOT_FOUND, "no such camera")
+        return Admission(
+            principal=principal,
+            user=principal.username,
+            is_admin=principal.is_admin,
+            access=level.text,
+        )
 
 
 class ViewerDirectory:

@@ -7,11 +7,13 @@ away viewer sockets from origins that are not allowed (CONTRACT §3: 403, also f
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.logger import Logger
 from twisted.web.resource import IResource, Resource
 
+from camproxy.fleet import DEFAULT_CAMERA
 from camproxy.web.origins import OriginPolicy
 
 CONTENT_SECURITY_POLICY = (
@@ -38,9 +40,18 @@ class RefusedOrigin(Resource):
         return b"origin not allowed\n"
 
 
+#: Under ``/cam/NAME/``, these go to the machine routes; the rest to the pages.
+CAMERA_MEDIA = (b"stream.mjpg", b"snapshot.jpg")
+
+
 class SiteRoot(Resource):
-    """Routes by the first path segment: ``ws`` is the viewer socket, a few segments
-    have route groups of their own, everything else goes to the page routes."""
+    """Routes by the first path segment: ``ws`` and ``cam/NAME/ws`` are viewer sockets, a
+    few segments have route groups of their own, everything else goes to the pages.
+
+    :param camera_socket: the socket resource of a camera by name; for a name that is
+        not a camera, one that refuses every handshake as it would for a camera the
+        user may not see, so the two cannot be told apart.
+    """
 
     log = Logger()
 
@@ -48,24 +59,31 @@ class SiteRoot(Resource):
         self,
         pages: IResource,
         groups: dict[bytes, IResource],
-        websocket: IResource,
+        camera_socket: Callable[[str], IResource],
         origins: OriginPolicy,
     ) -> None:
         super().__init__()
         self._pages = pages
         self._groups = groups
-        self._websocket = websocket
+        self._camera_socket = camera_socket
         self._origins = origins
 
     def getChild(self, path: bytes, request: Any) -> IResource:
         self._secure(request)
-        if path == b"ws" and not request.postpath:
-            return self._websocket_for(request)
+        rest = request.postpath
+        if path == b"ws" and not rest:
+            return self._websocket_for(request, DEFAULT_CAMERA)
+        if path == b"cam" and len(rest) == 2 and rest[1] == b"ws":
+            name = rest[0].decode("utf-8", "replace")
+            del rest[:]
+            return self._websocket_for(request, name)
         # Hand the whole path to Klein, which routes on what is left unconsumed.
         request.postpath.insert(0, request.prepath.pop())
+        if path == b"cam":
+            return self._groups[b"api"] if rest[-1:] and rest[-1] in CAMERA_MEDIA else self._pages
         return self._groups.get(path, self._pages)
 
-    def _websocket_for(self, request: Any) -> IResource:
+    def _websocket_for(self, request: Any, camera: str) -> IResource:
         origin = request.getHeader(b"origin")
         host = request.getHeader(b"host")
         if self._origins.allows(
@@ -73,7 +91,7 @@ class SiteRoot(Resource):
             host.decode("latin-1") if host is not None else None,
             request.isSecure(),
         ):
-            return self._websocket
+            return self._camera_socket(camera)
         self.log.info(
             "refused a viewer socket from origin {origin!r} (host {host!r}): origin not allowed",
             origin=origin.decode("latin-1", "replace")[:200] if origin is not None else None,

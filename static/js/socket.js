@@ -13,9 +13,10 @@ export const PERMISSIONS_CHANGED = 4002;
 const BACKOFF_FIRST_MS = 500;
 const BACKOFF_MAX_MS = 15000;
 
-export function socketUrl(location = window.location) {
+/** The socket of the camera this page shows (``data-socket-path``; v1: ``/ws``). */
+export function socketUrl(location = window.location, path = '/ws') {
   const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
-  return `${scheme}//${location.host}/ws`;
+  return `${scheme}//${location.host}${path}`;
 }
 
 /** Whether the session cookie is no longer good: the viewer page redirects to the login. */

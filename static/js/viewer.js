@@ -42,7 +42,7 @@ const controls = new Controls({
   toggleFullscreen,
 });
 
-const socket = new ViewerSocket(socketUrl(), {
+const socket = new ViewerSocket(socketUrl(window.location, viewer.dataset.socketPath || '/ws'), {
   state: (link, retryAt = 0) => {
     // Attempts after a loss still count as "lost" until one gets through.
     state.link = link === 'connecting' && state.link === 'lost' ? 'lost' : link;

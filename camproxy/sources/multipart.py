@@ -234,7 +234,7 @@ class MJPEGParser:
         if length is None:
             self._state = _State.BODY_SCAN
         elif length > self.max_part_size:
-            self._discard(f"a part of {length} bytes, over the {self.max_part_size} limit")
+            self._discard(f"a part over the {self.max_part_size} bytes limit")
         else:
             self._state = _State.BODY_LENGTH
             self._length = length
@@ -296,7 +296,7 @@ class MJPEGParser:
             self._state = _State.SEEK if closing else _State.HEADERS
             if len(part) > self.max_part_size:
                 self.discarded += 1
-                self._report(f"a part of {len(part)} bytes, over the {self.max_part_size} limit")
+                self._report(f"a part over the {self.max_part_size} bytes limit")
             else:
                 self._deliver(part)
             return True

@@ -15,7 +15,7 @@ import json
 from collections.abc import Callable
 
 from hyperlink import URL
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, gatherResults
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 from twisted.web.iweb import IResponse
@@ -106,6 +106,11 @@ class Esp32Source(HttpCameraSource):
     def stream_path(self) -> str:
         """Where the stream was last found (``/stream`` until a 404 says otherwise)."""
         return self._stream_path
+
+    def when_closed(self) -> Deferred[None]:
+        return gatherResults(
+            [self._video.tracker.idle(), self._control.tracker.idle()]
+        ).addCallback(lambda _: None)
 
     @property
     def light_variable(self) -> str | None:

@@ -158,6 +158,11 @@ class HttpCameraSource:
         """Connections to the camera's video open right now (never more than one)."""
         return self._video.tracker.live
 
+    def when_closed(self) -> Deferred[None]:
+        """Fires once no connection to the camera is open (say, after :meth:`close`),
+        for a clean shutdown."""
+        return self._video.tracker.idle()
+
     def open(self) -> None:
         if self._open:
             return
@@ -455,7 +460,8 @@ class HttpCameraSource:
         self._cancel_retry()
         delay = self._retry_policy(self._failures)
         self._failures += 1
-        self._retry_call = self._reactor.callLater(delay, self._retry)
+        if self._open and not self._busy() and self._retry_call is None:
+            self._retry_call = self._reactor.callLater(delay, self._retry)
 
     def _retry(self) -> None:
         self._retry_call = None

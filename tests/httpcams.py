@@ -361,6 +361,10 @@ class CameraServer(Factory):
         self.port = reactor.listenTCP(0, self, interface="127.0.0.1")
         return int(self.port.getHost().port)
 
+    async def listen_unix(self, reactor: Any, path: str) -> str:
+        self.port = reactor.listenUNIX(path, self)
+        return path
+
     async def stop(self) -> None:
         for connection in list(self.open):
             connection.transport.abortConnection()  # type: ignore[union-attr]

@@ -625,6 +625,12 @@ def test_a_jpeg_request_that_never_completes_counts_as_down_after_five_seconds()
     rig.clock.advance(5)
     assert rig.listener.kinds == ["connected", "frame", "disconnected"]
     assert rig.last.lost
+    assert rig.source.last_error == "the image did not come within 5 s of the request"
+    rig.clock.advance(RETRY)
+    silent = rig.last  # takes the connection, never answers
+    rig.clock.advance(5)
+    assert silent.lost
+    assert rig.source.last_error == "the camera took the connection but sent no answer within 5 s"
     rig.finish()
 
 
@@ -1191,6 +1197,7 @@ def esp32_servers(
     return controls, CameraServer(stream)
 
 
+@pytest.mark.parametrize("transport", ["tcp", "unix"])
 @pytest.mark.parametrize(
     ("status", "stream_path", "variable"),
     [
@@ -1200,25 +1207,28 @@ def esp32_servers(
 )
 @pytest_twisted.ensureDeferred
 async def test_loopback_esp32(
-    reactor: Any, status: dict[str, Any], stream_path: str, variable: str
+    reactor: Any,
+    tmp_path: Any,
+    status: dict[str, Any],
+    stream_path: str,
+    variable: str,
+    transport: str,
 ) -> None:
-    from twisted.internet.endpoints import TCP4ClientEndpoint
-
-    from camproxy.sources.http import DirectEndpointFactory
+    """The firmware's PORT and PORT+1, routed as the demo routes its emulated cameras."""
+    from camproxy.sources.http import RoutedEndpointFactory
 
     controls, stream = esp32_servers(reactor, status, stream_path=stream_path)
-    control_port = await controls.listen(reactor)
-    stream_port = await stream.listen(reactor)
-
-    class TwoPorts(DirectEndpointFactory):
-        """The firmware's PORT and PORT+1, mapped to two ephemeral ports."""
-
-        def endpointForURI(self, uri: Any) -> Any:
-            port = control_port if uri.port == 80 else stream_port
-            return TCP4ClientEndpoint(reactor, "127.0.0.1", port)
-
+    if transport == "tcp":
+        control_at = f"tcp:127.0.0.1:{await controls.listen(reactor)}"
+        stream_at = f"tcp:127.0.0.1:{await stream.listen(reactor)}"
+    else:
+        control_at = "unix:path=" + await controls.listen_unix(reactor, f"{tmp_path}/c.sock")
+        stream_at = "unix:path=" + await stream.listen_unix(reactor, f"{tmp_path}/s.sock")
+    routes = RoutedEndpointFactory(
+        reactor, {("democam-esp32", 80): control_at, ("democam-esp32", 81): stream_at}
+    )
     listener = RecordingListener()
-    settings = HttpSourceSettings("http://cam", endpoint_factory=TwoPorts(reactor))
+    settings = HttpSourceSettings("http://democam-esp32:80", endpoint_factory=routes)
     source = Esp32Source(reactor, listener, settings, retry_policy=lambda n: 0.05)
     try:
         source.open()
@@ -1239,6 +1249,7 @@ async def test_loopback_esp32(
         assert all("/capture" not in r.path for r in controls.requests)
     finally:
         source.close()
+        await source.when_closed()
         await wait_for(reactor, lambda: not stream.open and not controls.open)
         await controls.stop()
         await stream.stop()

@@ -177,14 +177,14 @@ async def test_probe_a_refused_connection(reactor: Any) -> None:
 
 
 def run_probe(
-    url: str, answer: Any, *, kind: str | None = None, advance: float = 0.0
+    url: str, answer: Any, *, kind: str | None = None, advance: float = 0.0, seconds: float = 1.0
 ) -> tuple[ProbeResult, FakeNetwork, Clock]:
     """Probe ``url`` on a Clock; ``answer(network)`` plays the camera."""
     clock = Clock()
     network = FakeNetwork(clock)
     settings = HttpSourceSettings("ignored", endpoint_factory=network)
     results: list[ProbeResult] = []
-    probe(clock, url, kind, seconds=1.0, settings=settings).addCallback(results.append)
+    probe(clock, url, kind, seconds=seconds, settings=settings).addCallback(results.append)
     answer(network)
     for _ in range(int(advance * 10) + 20):
         if results:
@@ -243,6 +243,29 @@ def test_probe_a_stream_that_sends_no_valid_frame() -> None:
         "no valid frame within 5 s of the answer (no part with boundary b'elsewhere' found)"
     )
     assert BOUNDARY not in (result.error or "").encode()
+
+
+def test_probe_a_stream_that_stalls_during_the_measurement() -> None:
+    def two_frames(net: FakeNetwork) -> None:
+        net.last.send(stream_head() + part(FRAME))
+        net.clock.advance(0.1)
+        net.last.send(part(FRAME))
+
+    result, _, _ = run_probe("http://cam/video", two_frames, advance=4, seconds=3.0)
+    assert result.ok and result.frames == 2
+    assert result.error == "frames stopped: none in the last 2.9 s"
+
+
+def test_probe_an_undetected_kind_is_none() -> None:
+    result, _, _ = run_probe("http://cam/video", lambda net: net.last.send(plain_answer(b"500 X")))
+    assert result.kind is None
+
+    def fail_both(net: FakeNetwork) -> None:
+        net.last.send(plain_answer(b"500 X"))  # /status
+        net.last.send(plain_answer(b"500 X"))  # /stream
+
+    result, _, _ = run_probe("http://cam", fail_both)
+    assert result.kind == "esp32" and result.error == "the camera answered 500 X"
 
 
 def test_probe_a_stream_that_ends_during_the_measurement() -> None:

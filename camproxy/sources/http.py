@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import random
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, cast
 from urllib.parse import unquote
 
@@ -21,7 +21,7 @@ from hyperlink import URL
 from twisted.application.internet import backoffPolicy
 from twisted.internet import error as neterror
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError, fail, succeed
-from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.endpoints import HostnameEndpoint, clientFromString, wrapClientTLS
 from twisted.internet.interfaces import (
     IProtocol,
     IProtocolFactory,
@@ -138,7 +138,7 @@ def describe(failure: Failure, timeout: float | None = None) -> str:
                 return f"TLS failed: {_one_line(reason.value)}"
         if isinstance(value, ResponseNeverReceived):
             return "the camera closed the connection without an answer"
-        return "the connection broke during the answer"
+        return "the answer broke off in its head (closed, malformed, or a line over 16 KiB)"
     if isinstance(value, CancelledError):
         return "cancelled"
     return f"{type(value).__name__}: {_one_line(value)}"
@@ -291,6 +291,37 @@ class DirectEndpointFactory:
                 trust = platformTrust()
             self._policy = BrowserLikePolicyForHTTPS(trustRoot=trust)
         return self._policy
+
+
+@implementer(IAgentEndpointFactory)
+class RoutedEndpointFactory:
+    """Some ``(host, port)`` pairs to fixed endpoints, the rest to ``fallback``.
+
+    For the demo: ``{("democam-esp32", 80): "unix:path=/run/camproxy/esp32-control.sock",
+    ("democam-esp32", 81): "unix:path=/run/camproxy/esp32-stream.sock"}`` sends
+    ``http://democam-esp32`` to the emulator's UNIX sockets. Values are client endpoint
+    descriptions (``clientFromString``) or endpoints.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        routes: Mapping[tuple[str, int], str | IStreamClientEndpoint],
+        fallback: IAgentEndpointFactory | None = None,
+    ) -> None:
+        self._reactor = reactor
+        self._routes = {(host.lower(), port): to for (host, port), to in routes.items()}
+        self._fallback = fallback or DirectEndpointFactory(reactor)
+
+    def endpointForURI(self, uri: Any) -> IStreamClientEndpoint:
+        host = uri.host.decode("ascii") if isinstance(uri.host, bytes) else uri.host
+        route = self._routes.get((host.lower(), uri.port))
+        if route is None:
+            return self._fallback.endpointForURI(uri)
+        if isinstance(route, str):
+            endpoint: IStreamClientEndpoint = clientFromString(self._reactor, route)
+            return endpoint
+        return route
 
 
 class CameraHttpClient:

@@ -294,6 +294,8 @@ class HttpCameraSource:
 
     def _failure_reason(self, failure: Failure) -> str:
         if failure.check(TimeoutError) and self._video.tracker.opened > self._opened_before:
+            if self._mode == STILL:
+                return f"the camera took the connection but sent no answer within {self._stall:g} s"
             return (
                 f"stream busy: the camera took the connection but sent no answer within "
                 f"{self._stall:g} s (another client may hold its only stream)"
@@ -370,8 +372,18 @@ class HttpCameraSource:
         self._request = body
         body.addCallbacks(
             lambda data: self._still_answered(generation, data, content_type(response)),
-            lambda failure: self._request_failed(generation, failure),
+            lambda failure: self._image_failed(generation, failure),
         )
+
+    def _image_failed(self, generation: int, failure: Failure) -> None:
+        if generation != self._generation:
+            return
+        self._request = None
+        if failure.check(TimeoutError):
+            why = f"the image did not come within {self._stall:g} s of the request"
+        else:
+            why = describe(failure, self._stall)
+        self._drop(generation, why)
 
     def _still_answered(self, generation: int, data: bytes, declared: bytes) -> None:
         if generation != self._generation:

@@ -176,6 +176,17 @@ class _ProbeFailed(Exception):
     pass
 
 
+def _stopped(times: list[float], now: float) -> str | None:
+    """Whether frames stopped coming before the measurement ended (a stalling stream)."""
+    if not times:
+        return None
+    usual = (times[-1] - times[0]) / (len(times) - 1) if len(times) > 1 else 0.0
+    gap = now - times[-1]
+    if gap > max(1.0, 3 * usual):
+        return f"frames stopped: none in the last {gap:.1f} s"
+    return None
+
+
 def probe(
     reactor: Any,
     url: str,
@@ -247,7 +258,7 @@ async def _probe(
     else:
         recorder.measuring = True  # paced cameras are asked again as each frame comes
         await deferLater(reactor, seconds, lambda: None)
-        error = recorder.failure
+        error = recorder.failure or _stopped(recorder.times, reactor.seconds())
     finally:
         recorder.stop()
         source.close()
@@ -261,7 +272,7 @@ async def _probe(
     width, height = recorder.size or (None, None)
     return ProbeResult(
         shown,
-        source.kind,
+        source.kind if getattr(source, "detected", True) else None,
         ok=bool(times),
         capabilities=source.capabilities,
         width=width,

@@ -258,7 +258,9 @@ async def _probe(
     else:
         recorder.measuring = True  # paced cameras are asked again as each frame comes
         await deferLater(reactor, seconds, lambda: None)
-        error = recorder.failure or _stopped(recorder.times, reactor.seconds())
+        error = recorder.failure
+        if error is None and not source.paced:  # a paced camera's answer may be slow
+            error = _stopped(recorder.times, reactor.seconds())
     finally:
         recorder.stop()
         source.close()

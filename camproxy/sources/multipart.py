@@ -21,8 +21,9 @@ streams, but neither fits a camera link:
   ``LF`` line ends raise and leave the parser dead: the link would have to reconnect
   instead of skipping one bad part.
 
-This parser is about 250 lines, reads linearly (every search resumes where the last one
-stopped) and never holds more than one part's cap plus one read.
+This parser is small, reads linearly (every search resumes where the last one stopped),
+never holds more than one part's cap plus one read, and costs about 14 us of CPU per
+30 KB frame in 1460-byte reads (``bench/multipart_bench.py``).
 
 **Tolerance.** The boundary may be declared with or without quotes and with its own
 leading ``--``; a delimiter line is any line that holds the boundary after up to

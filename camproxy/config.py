@@ -16,6 +16,7 @@ import attrs
 from dotenv import dotenv_values
 from hyperlink import URL
 
+from camproxy.fleet import redacted_url
 from camproxy.web.origins import is_valid_origin
 from camproxy.web.proxies import parse_networks
 
@@ -98,11 +99,14 @@ def check_camera_url(url: str) -> str:
         parsed = URL.from_text(url)
         port = parsed.port
     except (ValueError, TypeError):
-        raise ConfigError(f"camera URL {url!r} is not a valid URL") from None
-    if parsed.scheme not in ("ws", "wss") or not parsed.host:
-        raise ConfigError(f"camera URL {url!r} must look like ws://HOST[:PORT]/PATH or wss://…")
+        raise ConfigError(f"camera URL {redacted_url(url)!r} is not a valid URL") from None
+    if parsed.scheme not in ("ws", "wss", "http", "https") or not parsed.host:
+        raise ConfigError(
+            f"camera URL {redacted_url(url)!r} must look like ws://HOST[:PORT]/PATH (RoboCam) "
+            "or http(s)://HOST[:PORT][/PATH] (ESP32 web server, MJPEG or JPEG)"
+        )
     if port is not None and not 0 < port < 65536:
-        raise ConfigError(f"camera URL {url!r} has an invalid port")
+        raise ConfigError(f"camera URL {redacted_url(url)!r} has an invalid port")
     return url
 
 

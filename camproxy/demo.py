@@ -81,9 +81,7 @@ class DemoCameras(Service):
         def esp32_listening(server: Any) -> None:
             self.esp32 = server
 
-        listen_demo_camera(self._reactor, f"unix:{self.socket_path}").addCallback(
-            robocam_listening
-        )
+        listen_demo_camera(self._reactor, f"unix:{self.socket_path}").addCallback(robocam_listening)
         listen_esp32_camera(
             self._reactor,
             f"unix:{self.sockets[(ESP32_HOST, 80)]}",

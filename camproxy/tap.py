@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import shutil
 import signal
 import sys
-import tempfile
 from typing import Any
 
 import attrs
 from autobahn.twisted.resource import WebSocketResource
 from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import Application, IService, MultiService, Service
+from twisted.application.service import Application, IService, MultiService
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import UNIXClientEndpoint, serverFromString
 from twisted.internet.interfaces import ISSLTransport
@@ -24,11 +22,14 @@ from camproxy.accounts.database import DatabaseInUse, check_not_in_use
 from camproxy.accounts.passwords import IPasswordHasher
 from camproxy.accounts.service import AccountsService
 from camproxy.config import Config, ConfigError, build_config, read_environment
+from camproxy.demo import ROBOCAM_URL, DemoCameras
 from camproxy.fleet import DEFAULT_CAMERA, CameraSpec, CameraStack, Fleet
 from camproxy.hub.hub import CameraHub
 from camproxy.hub.source import ICameraSource, ISourceListener
 from camproxy.ops.logs import make_observer, twistd_primary_stream
 from camproxy.ops.metrics import DaemonMetrics
+from camproxy.sources.http import HttpSourceSettings, RoutedEndpointFactory
+from camproxy.sources.kinds import default_kind, make_source
 from camproxy.sources.robocam.link import CameraSettings, RoboCamSource
 from camproxy.viewers.websocket import ViewerFactory
 from camproxy.web.admin import AdminDependencies, AdminRoutes
@@ -123,15 +124,15 @@ class Options(usage.Options):
             twistd.postOptions = use_our_observer  # type: ignore[method-assign]
 
 
-def initial_cameras(config: Config) -> list[CameraSpec]:
-    """The cameras the daemon starts with: ``default`` from ``--camera``."""
-    url = DEMO_ROBOCAM_URL if config.demo else config.camera_url
+def initial_cameras(config: Config, demo: DemoCameras | None) -> list[CameraSpec]:
+    """The cameras the daemon starts with: ``default`` from ``--camera``, or the demo's."""
+    if demo is not None:
+        return demo.specs(config.max_fps, config.idle_close)
     return [
         CameraSpec(
             name=DEFAULT_CAMERA,
-            url=url,
-            title="Demo RoboCam" if config.demo else "",
-            kind="robocam",
+            url=config.camera_url,
+            kind=default_kind(config.camera_url),
             max_fps=config.max_fps,
             idle_close=config.idle_close,
         )
@@ -147,7 +148,7 @@ class CameraBuilders:
         config: Config,
         auth: Authenticator,
         proxies: TrustedProxies,
-        demo: DemoCameraService | None,
+        demo: DemoCameras | None,
     ) -> None:
         self._reactor = reactor
         self._config = config
@@ -169,6 +170,29 @@ class CameraBuilders:
         )
 
     def source(self, spec: CameraSpec, listener: ISourceListener) -> ICameraSource:
+        """The source of the camera's kind (or of its URL's default kind)."""
+        config, demo = self._config, self._demo
+        endpoint_factory = None
+        if demo is not None:
+            routes = {key: f"unix:path={path}" for key, path in demo.sockets.items()}
+            endpoint_factory = RoutedEndpointFactory(self._reactor, routes)
+        settings = HttpSourceSettings(
+            url=spec.url,
+            max_fps=spec.max_fps,
+            max_frame_bytes=config.max_frame_bytes,
+            connect_timeout=config.camera_connect_timeout,
+            ca_file=config.camera_ca,
+            endpoint_factory=endpoint_factory,
+        )
+        return make_source(
+            self._reactor,
+            listener,
+            settings,
+            spec.kind,
+            robocam=lambda robocam_listener: self._robocam(spec, robocam_listener),
+        )
+
+    def _robocam(self, spec: CameraSpec, listener: ISourceListener) -> ICameraSource:
         config = self._config
         settings = CameraSettings(
             url=spec.url,
@@ -178,7 +202,7 @@ class CameraBuilders:
             ping_timeout=config.camera_ping_interval,
             ca_file=config.camera_ca,
         )
-        if self._demo is not None and spec.url == DEMO_ROBOCAM_URL:
+        if self._demo is not None and spec.url == ROBOCAM_URL:
             endpoint = UNIXClientEndpoint(self._reactor, self._demo.socket_path)
             return RoboCamSource(
                 self._reactor, listener, attrs.evolve(settings, ca_file=None), endpoint=endpoint
@@ -221,40 +245,6 @@ class CameraBuilders:
             nowhere = CameraHub(self._reactor, max_fps=1, idle_close=0)
             self._nowhere = WebSocketResource(self._factory(nowhere, "", dict))
         return self._nowhere
-
-
-DEMO_ROBOCAM_URL = "ws://democam/ws"
-
-
-class DemoCameraService(Service):
-    """The built-in emulated camera, on a private UNIX socket only this daemon knows."""
-
-    def __init__(self, reactor: Any) -> None:
-        self._reactor = reactor
-        self.directory = tempfile.mkdtemp(prefix="camproxy-demo-")
-        self.socket_path = f"{self.directory}/camera.sock"
-        self._port: Any = None
-        self.camera: Any = None
-
-    def startService(self) -> None:
-        from camproxy.democam.robocam import listen_demo_camera
-
-        super().startService()
-
-        def listening(result: tuple[Any, Any]) -> None:
-            self._port, self.camera = result
-
-        listen_demo_camera(self._reactor, f"unix:{self.socket_path}").addCallback(listening)
-
-    def stopService(self) -> Deferred[None] | None:
-        super().stopService()
-        stopped: Deferred[None] | None = None
-        if self.camera is not None:
-            self.camera.drop_all()
-        if self._port is not None:
-            stopped = self._port.stopListening()
-        shutil.rmtree(self.directory, ignore_errors=True)
-        return stopped
 
 
 #: Connections the kernel queues before the daemon accepts them: a crowd reconnecting
@@ -301,9 +291,9 @@ def build_service(
     origins = OriginPolicy(config.allowed_origins)
     proxies = TrustedProxies(parse_networks(config.trusted_proxies))
     auth = Authenticator(accounts, reactor)
-    demo: DemoCameraService | None = None
+    demo: DemoCameras | None = None
     if config.demo:
-        demo = DemoCameraService(reactor)
+        demo = DemoCameras(reactor)
         demo.setName("democam")
         demo.setServiceParent(top)
     builders = CameraBuilders(reactor, config, auth, proxies, demo)
@@ -312,7 +302,7 @@ def build_service(
     fleet.setServiceParent(top)
     cameras = CameraAccess(fleet)
     builders.cameras = cameras
-    fleet.apply(initial_cameras(config))
+    fleet.apply(initial_cameras(config, demo))
 
     directory = ViewerDirectory(fleet.viewers)
     watcher = CredentialWatcher(reactor, accounts, directory)

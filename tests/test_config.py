@@ -79,7 +79,7 @@ def test_environment_beats_dotenv(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         ({"max-fps": "nan"}, {}, "max-fps must be between"),
         ({"idle-close": "-1"}, {}, "idle-close"),
         ({}, {"MAX_FPS": "ten"}, "max-fps must be a number"),
-        ({"camera": "http://cam/ws"}, {}, "camera URL"),
+        ({"camera": "ftp://cam/ws"}, {}, "camera URL"),
         ({"camera": "ws://"}, {}, "camera URL"),
         ({"allowed-origin": ["not an origin"]}, {}, "allowed origin"),
         ({}, {"PORT": "http"}, "PORT must be a port number"),

@@ -14,9 +14,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import UNIXClientEndpoint, serverFromString
 from twisted.python import usage
 
-from camproxy.accounts.database import DatabaseInUse, check_not_in_use
 from camproxy.accounts.passwords import IPasswordHasher
-from camproxy.accounts.service import AccountsService
+from camproxy.accounts.service import AccountsService, StartupError
 from camproxy.config import Config, ConfigError, build_config, read_environment
 from camproxy.hub.hub import CameraHub
 from camproxy.ops.logs import make_observer, twistd_primary_stream
@@ -181,13 +180,13 @@ def build_service(
     ``hasher`` replaces bcrypt (tests use a fast one).
     """
     try:
-        check_not_in_use(config.database)
-    except DatabaseInUse as problem:
+        # Opened, upgraded and bootstrapped now, before any port is bound.
+        accounts = AccountsService.open(reactor, config, hasher)
+    except StartupError as problem:
         raise SystemExit(f"camproxy: error: {problem}") from None
     top = MultiService()
     top.setName("camproxy")
 
-    accounts = AccountsService(reactor, config, hasher)
     accounts.setName("accounts")
     accounts.setServiceParent(top)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,12 +12,14 @@ import pytest_twisted
 import sqlalchemy as sa
 from hypothesis import given
 from hypothesis import strategies as st
+from twisted.internet import task, threads
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from camproxy.accounts.database import Database
+from camproxy.accounts.engine import make_engine, transaction
 from camproxy.accounts.passwords import (
     BadPassword,
     BcryptHasher,
@@ -406,3 +409,34 @@ async def test_password_change_disable_and_delete_end_sessions(world: World) -> 
     assert await world.sessions.lookup(fourth) is None
     assert await session_count(world.db, alice.id) == 0
     assert await world.sessions.alive([bobs]) == {bobs}
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_write_waits_for_another_writers_lock(reactor: Any, world: World) -> None:
+    """Another process's write transaction, holding the lock, demotes one admin; a demotion
+    of the other one meanwhile waits, then sees it and refuses. Without the lock it would
+    read the old state and leave no admin at all."""
+    await world.users.add("root", PASSWORD, admin=True)
+    await world.users.add("other", PASSWORD, admin=True)
+    elsewhere = make_engine(world.db.location)
+    held, release = threading.Event(), threading.Event()
+
+    def hold_the_lock() -> None:
+        with elsewhere.connect() as connection, transaction(connection, write=True):
+            connection.execute(
+                sa.update(users).where(users.c.username == "root").values(is_admin=False)
+            )
+            held.set()
+            release.wait(10)
+
+    holder = threads.deferToThread(hold_the_lock)
+    await threads.deferToThread(held.wait, 10)
+    demotion = world.users.set_admin("other", False)
+    await task.deferLater(reactor, 0.3, lambda: None)
+    assert not demotion.called, "the write went ahead of the lock"
+    release.set()
+    await holder
+    with pytest.raises(LastAdmin):
+        await demotion
+    assert await world.users.count_active_admins() == 1
+    elsewhere.dispose()

@@ -11,17 +11,28 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 
 from camproxy.accounts.database import Database
 from camproxy.accounts.engine import make_engine, transaction
 from camproxy.accounts.location import parse_location
-from camproxy.accounts.migrate import alembic_config, latest_version
+from camproxy.accounts.migrate import alembic_config, head, latest_version, revisions
 from camproxy.accounts.tables import VERSION_TABLE, metadata
 from tests import stores
 from tests.legacy_schema import create_camproxy_database
 
 shared_postgres = stores.shared_postgres
 database_url = stores.database_url
+
+
+def test_alembic_sees_the_revisions_the_file_names_promise() -> None:
+    scripts = ScriptDirectory.from_config(alembic_config())
+    assert scripts.get_heads() == [head()]
+    chain = [script.revision for script in scripts.walk_revisions()]
+    assert list(reversed(chain)) == revisions()
+    for script in scripts.walk_revisions():
+        expected = None if script.revision == "0001" else f"{int(script.revision) - 1:04d}"
+        assert script.down_revision == expected
 
 
 def _checks(sql: str) -> list[str]:

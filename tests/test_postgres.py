@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest_twisted
 from twisted.internet import defer, threads
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
+from twisted.python.failure import Failure
 
 from camproxy.accounts.database import DatabaseUnavailable
 from camproxy.accounts.migrate import latest_version
@@ -40,13 +42,13 @@ async def test_a_restart_fails_queries_meanwhile_and_then_they_work(
         await threads.deferToThread(server.stop)
         started = reactor.seconds()
         # More queries than threads, reads and writes: each fails, none hangs.
-        attempts = [sessions.lookup(session_id) for _ in range(6)]
+        attempts: list[Deferred[Any]] = [sessions.lookup(session_id) for _ in range(6)]
         attempts += [users.set_can_control("alice", False) for _ in range(3)]
         outcomes = await defer.DeferredList(attempts, consumeErrors=True)
         assert reactor.seconds() - started < 10
         for succeeded, failure in outcomes:
             assert not succeeded
-            assert failure.check(DatabaseUnavailable), failure
+            assert isinstance(failure, Failure) and failure.check(DatabaseUnavailable), failure
             message = str(failure.value)
             assert message.startswith(f"postgresql://{server.user}:***@127.0.0.1:{server.port}")
             assert server.password not in message and "\n" not in message

@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import functools
 import os
+import re
+from importlib import resources
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, Engine
 
 from camproxy.accounts import flaskimport
@@ -40,7 +39,11 @@ from camproxy.accounts.location import DatabaseLocation
 from camproxy.accounts.snapshot import snapshot
 from camproxy.accounts.tables import VERSION_TABLE
 
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
+
 SCRIPT_LOCATION: Final = "camproxy.accounts:migrations"
+_REVISION_FILE: Final = re.compile(r"(\d{4})_\w+\.py")
 
 
 def alembic_config(connection: Connection | None = None) -> AlembicConfig:
@@ -48,7 +51,9 @@ def alembic_config(connection: Connection | None = None) -> AlembicConfig:
 
     ``connection`` (inside its transaction) is what ``migrations/env.py`` migrates.
     """
-    config = AlembicConfig()
+    from alembic.config import Config
+
+    config = Config()
     config.set_main_option("script_location", SCRIPT_LOCATION)
     config.set_main_option("path_separator", "os")
     if connection is not None:
@@ -57,21 +62,27 @@ def alembic_config(connection: Connection | None = None) -> AlembicConfig:
 
 
 @functools.cache
-def _scripts() -> ScriptDirectory:
-    return ScriptDirectory.from_config(alembic_config())
-
-
 def revisions() -> list[str]:
-    """Every revision this CamProxy knows, oldest first."""
-    found = [script.revision for script in _scripts().walk_revisions()]
-    return list(reversed(found))
+    """Every revision this CamProxy knows, oldest first: ``0001``, ``0002``, ...
+
+    Read from the file names in ``migrations/versions`` (``NNNN_what.py``, revision
+    ``NNNN``), so that opening a database that needs no upgrade does not load Alembic;
+    ``tests/test_migrations.py`` checks that Alembic sees the same chain.
+    """
+    directory = resources.files("camproxy.accounts.migrations").joinpath("versions")
+    found = sorted(
+        match.group(1)
+        for entry in directory.iterdir()
+        if (match := _REVISION_FILE.fullmatch(entry.name))
+    )
+    if found != [f"{number:04d}" for number in range(1, len(found) + 1)]:
+        raise RuntimeError(f"migrations must be numbered 0001, 0002, ... without gaps: {found}")
+    return found
 
 
 def head() -> str:
     """The newest revision."""
-    current = _scripts().get_current_head()
-    assert current is not None
-    return current
+    return revisions()[-1]
 
 
 def version_number(revision: str) -> int | None:
@@ -81,9 +92,7 @@ def version_number(revision: str) -> int | None:
 
 def latest_version() -> int:
     """The newest schema version this CamProxy knows."""
-    number = version_number(head())
-    assert number is not None
-    return number
+    return len(revisions())
 
 
 @attrs.frozen
@@ -221,6 +230,8 @@ def _apply(
             f"copied {location.display} to {copy} before upgrading it from schema version "
             f"{decided.start} to {latest}"
         )
+    from alembic import command
+
     try:
         config = alembic_config(connection)
         if decided.flask:

@@ -13,6 +13,7 @@ import re
 import signal
 import sqlite3
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,14 @@ from typing import Any
 import bcrypt
 import pytest
 import pytest_twisted
+import sqlalchemy as sa
+from sqlalchemy.pool import QueuePool
 
+from camproxy.accounts.database import DatabaseError
+from camproxy.accounts.passwords import FastHasher
+from camproxy.accounts.service import AccountsService, StartupError
+from camproxy.accounts.tables import users
+from camproxy.config import Config
 from tests import stores
 from tests.browserlike import Browser
 from tests.legacy_schema import create_camproxy_database
@@ -28,6 +36,7 @@ from tests.processes import free_port, get_json, running, stop, twistd
 from tests.servers import PostgresServer
 
 shared_postgres = stores.shared_postgres
+database_url = stores.database_url
 
 ADMIN = {"ADMIN_USERNAME": "boss", "ADMIN_PASSWORD": "first-password"}
 
@@ -212,3 +221,77 @@ def test_an_unreachable_postgresql_stops_the_start(tmp_path: Path) -> None:
     result = run_to_exit(argv, {"DATABASE_URL": url}, tmp_path)
     line = one_line_exit_1(result)
     assert "refused" in line and "secret-99" not in result.stdout + result.stderr
+
+
+# The same start-up work, in this process --------------------------------------------
+
+
+def test_open_bootstraps_and_leaves_nothing_open(reactor: Any, database_url: str) -> None:
+    threads_before = set(threading.enumerate())
+    config = Config(database=database_url, admin_username="Boss", admin_password="pw-one")
+    accounts = AccountsService.open(reactor, config, FastHasher())
+    try:
+        # Nothing may cross twistd's fork: no thread started, no connection kept.
+        assert set(threading.enumerate()) == threads_before
+        pool = accounts.database.engine.pool
+        assert isinstance(pool, QueuePool) and pool.checkedin() == 0
+        boss = accounts.database.read_now(
+            lambda connection: connection.execute(
+                sa.select(users.c.username, users.c.is_admin)
+            ).all()
+        )
+        assert [tuple(row) for row in boss] == [("Boss", True)]
+    finally:
+        accounts.database.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_demo_resets_its_admin_each_start(reactor: Any, database_url: str) -> None:
+    config = Config(database=database_url, demo=True)
+    first = AccountsService.open(reactor, config, FastHasher())
+    first.startService()
+    try:
+        admin = await first.users.get("admin")
+        assert admin is not None and admin.is_admin
+        session = await first.sessions.create(admin.id)
+        await first.users.add("root", "pw-root", admin=True)
+        await first.users.set_admin("admin", False)
+        await first.users.set_active("admin", False)
+    finally:
+        first.stopService()
+    second = AccountsService.open(reactor, config, FastHasher())
+    second.startService()
+    try:
+        admin = await second.users.get("admin")
+        assert admin is not None and admin.is_admin and admin.active
+        assert await second.sessions.lookup(session) is None, "a new password ends sessions"
+    finally:
+        second.stopService()
+
+
+@pytest.mark.parametrize(
+    ("settings", "fragment"),
+    [
+        ({"admin_username": "no spaces allowed", "admin_password": "pw"}, "invalid user name"),
+        ({"admin_username": "boss", "admin_password": "x" * 80}, "at most 72 bytes"),
+    ],
+)
+def test_a_bad_bootstrap_admin_stops_the_start(
+    reactor: Any, tmp_path: Path, settings: dict[str, str], fragment: str
+) -> None:
+    config = Config(database=str(tmp_path / "robocam.db"), **settings)  # type: ignore[arg-type]
+    with pytest.raises(StartupError, match=fragment):
+        AccountsService.open(reactor, config, FastHasher())
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_stores_are_there_from_the_start_and_after_the_stop(
+    reactor: Any, tmp_path: Path
+) -> None:
+    accounts = AccountsService.open(reactor, Config(database=str(tmp_path / "x.db")), FastHasher())
+    assert accounts.when_ready().called
+    accounts.startService()
+    assert await accounts.users.list() == []
+    accounts.stopService()
+    with pytest.raises(DatabaseError, match="closed"):
+        await accounts.users.list()

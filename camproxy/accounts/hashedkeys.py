@@ -30,15 +30,28 @@ def plausible(secret: object, *, max_chars: int, prefix: str = "") -> bool:
     return isinstance(secret, str) and 0 < len(secret) <= max_chars and secret.startswith(prefix)
 
 
+#: The parameter of a :func:`present` query: ``column.in_(sa.bindparam(VALUES, expanding=True))``.
+VALUES: Final = "values"
+
+
+def among(column: sa.ColumnElement[str]) -> sa.ColumnElement[bool]:
+    """The condition a :func:`present` query needs: ``column`` in the values given."""
+    return column.in_(sa.bindparam(VALUES, expanding=True))
+
+
 def present(
     connection: Connection,
     query: sa.Select[Any],
-    column: sa.ColumnElement[str],
     values: Sequence[str],
+    **parameters: Any,
 ) -> set[str]:
-    """Which of ``values`` the ``query`` (selecting ``column``) finds, in batches."""
+    """Which of ``values`` the ``query`` finds, in batches.
+
+    ``query`` selects one column and has ``among(that column)`` among its conditions;
+    ``parameters`` are its other bind parameters. Built once, it is compiled once.
+    """
     found: set[str] = set()
     for start in range(0, len(values), BATCH):
         batch = values[start : start + BATCH]
-        found.update(connection.scalars(query.where(column.in_(batch))))
+        found.update(connection.scalars(query, {VALUES: batch, **parameters}))
     return found

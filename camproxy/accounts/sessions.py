@@ -21,7 +21,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 
 from camproxy.accounts.database import Database
-from camproxy.accounts.hashedkeys import hashed, plausible, present
+from camproxy.accounts.hashedkeys import among, hashed, plausible, present
 from camproxy.accounts.tables import sessions, users
 from camproxy.accounts.users import UnknownUser
 
@@ -41,12 +41,18 @@ _SELECT_SESSION: Final = sa.select(
 ).select_from(_JOINED)
 
 
-def _alive_query(now: float) -> sa.Select[tuple[str]]:
-    return (
-        sa.select(sessions.c.id_hash)
-        .select_from(_JOINED)
-        .where(sessions.c.expires_at > now, users.c.active == sa.true())
+# Built once with bind parameters, so that SQLAlchemy compiles each once: the daemon runs
+# them for every request and every few seconds.
+_LOOKUP: Final = _SELECT_SESSION.where(sessions.c.id_hash == sa.bindparam("key"))
+_ALIVE: Final = (
+    sa.select(sessions.c.id_hash)
+    .select_from(_JOINED)
+    .where(
+        among(sessions.c.id_hash),
+        sessions.c.expires_at > sa.bindparam("now"),
+        users.c.active == sa.true(),
     )
+)
 
 
 @attrs.frozen
@@ -84,8 +90,7 @@ def _insert(connection: Connection, key: str, user_id: str, now: float, expires_
 
 
 def _lookup(connection: Connection, session_id: str, now: float) -> Session | None:
-    query = _SELECT_SESSION.where(sessions.c.id_hash == hashed(session_id))
-    row = connection.execute(query).first()
+    row = connection.execute(_LOOKUP, {"key": hashed(session_id)}).first()
     if row is None or row.expires_at <= now or not row.active:
         return None
     return Session(
@@ -105,7 +110,7 @@ def _delete(connection: Connection, condition: sa.ColumnElement[bool]) -> int:
 
 
 def _alive_keys(connection: Connection, keys: list[str], now: float) -> set[str]:
-    return present(connection, _alive_query(now), sessions.c.id_hash, keys)
+    return present(connection, _ALIVE, keys, now=now)
 
 
 class SessionStore:

@@ -107,9 +107,12 @@ sa.Index(
 ).ddl_if(dialect="postgresql")
 
 
-def same_name(column: sa.ColumnElement[str], name: str) -> ColumnElement[bool]:
+def same_name(
+    column: sa.ColumnElement[str], name: str | sa.BindParameter[str]
+) -> ColumnElement[bool]:
     """``column`` equals ``name`` ignoring case (the rule of the unique indexes)."""
-    return sa.func.lower(column) == sa.func.lower(sa.literal(name, sa.Text))
+    value = sa.literal(name, sa.Text) if isinstance(name, str) else name
+    return sa.func.lower(column) == sa.func.lower(value)
 
 
 class name_order(FunctionElement[str]):  # noqa: N801 - used like a SQL function

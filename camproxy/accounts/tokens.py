@@ -28,7 +28,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 
 from camproxy.accounts.database import Database, as_deferred
-from camproxy.accounts.hashedkeys import hashed, plausible, present
+from camproxy.accounts.hashedkeys import among, hashed, plausible, present
 from camproxy.accounts.tables import api_tokens, name_order, same_name, users
 from camproxy.accounts.users import AccountError, UnknownUser
 
@@ -73,8 +73,17 @@ _SELECT_GRANT: Final = sa.select(
     users.c.can_control,
     users.c.active,
 ).select_from(_JOINED)
-_SELECT_ALIVE: Final = (
-    sa.select(api_tokens.c.id).select_from(_JOINED).where(users.c.active == sa.true())
+# Built once with bind parameters (see sessions.py): run for every request with a token.
+_GRANT: Final = _SELECT_GRANT.where(api_tokens.c.token_hash == sa.bindparam("key"))
+_TOUCH: Final = (
+    sa.update(api_tokens)
+    .where(api_tokens.c.id == sa.bindparam("token_id"))
+    .values(last_used_at=sa.bindparam("now"))
+)
+_ALIVE: Final = (
+    sa.select(api_tokens.c.id)
+    .select_from(_JOINED)
+    .where(among(api_tokens.c.id), users.c.active == sa.true())
 )
 
 
@@ -225,7 +234,7 @@ def _insert(
 
 
 def _grant(connection: Connection, key: str) -> tuple[TokenGrant, float | None] | None:
-    row = connection.execute(_SELECT_GRANT.where(api_tokens.c.token_hash == key)).first()
+    row = connection.execute(_GRANT, {"key": key}).first()
     if row is None or not row.active:
         return None
     grant = TokenGrant(
@@ -242,10 +251,7 @@ def _grant(connection: Connection, key: str) -> tuple[TokenGrant, float | None] 
 
 def _touch(connection: Connection, token_id: str, now: float) -> bool:
     """Record a use; False if the token was revoked since it was looked up."""
-    updated = connection.execute(
-        sa.update(api_tokens).where(api_tokens.c.id == token_id).values(last_used_at=now)
-    ).rowcount
-    return updated > 0
+    return connection.execute(_TOUCH, {"token_id": token_id, "now": now}).rowcount > 0
 
 
 def _list(connection: Connection, username: str | None) -> list[ApiToken]:
@@ -278,7 +284,7 @@ def _revoke_by_id(connection: Connection, token_id: str) -> bool:
 
 
 def _alive_ids(connection: Connection, token_ids: list[str]) -> set[str]:
-    return present(connection, _SELECT_ALIVE, api_tokens.c.id, token_ids)
+    return present(connection, _ALIVE, token_ids)
 
 
 class TokenStore:

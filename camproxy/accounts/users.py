@@ -37,6 +37,12 @@ _USER_COLUMNS: Final = (
     users.c.updated_at,
     users.c.last_login,
 )
+# Built once with bind parameters, so that SQLAlchemy compiles each once.
+_BY_NAME: Final = sa.select(*_USER_COLUMNS).where(same_name(users.c.username, sa.bindparam("name")))
+_BY_ID: Final = sa.select(*_USER_COLUMNS).where(users.c.id == sa.bindparam("id"))
+_CREDENTIALS: Final = sa.select(*_USER_COLUMNS, users.c.password_hash).where(
+    same_name(users.c.username, sa.bindparam("name"))
+)
 
 
 class AccountError(Exception):
@@ -106,13 +112,12 @@ def _user(row: Any) -> User:
 
 
 def _by_name(connection: Connection, username: str) -> User | None:
-    query = sa.select(*_USER_COLUMNS).where(same_name(users.c.username, username))
-    row = connection.execute(query).first()
+    row = connection.execute(_BY_NAME, {"name": username}).first()
     return None if row is None else _user(row)
 
 
 def _by_id(connection: Connection, user_id: str) -> User | None:
-    row = connection.execute(sa.select(*_USER_COLUMNS).where(users.c.id == user_id)).first()
+    row = connection.execute(_BY_ID, {"id": user_id}).first()
     return None if row is None else _user(row)
 
 
@@ -124,10 +129,7 @@ def _existing(connection: Connection, username: str) -> User:
 
 
 def _credentials(connection: Connection, username: str) -> tuple[User, str] | None:
-    query = sa.select(*_USER_COLUMNS, users.c.password_hash).where(
-        same_name(users.c.username, username)
-    )
-    row = connection.execute(query).first()
+    row = connection.execute(_CREDENTIALS, {"name": username}).first()
     return None if row is None else (_user(row), row.password_hash)
 
 

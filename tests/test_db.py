@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.pool import QueuePool
 from twisted.internet.task import Clock
 
+from camproxy.accounts import migrate
 from camproxy.accounts.database import Database, DatabaseError, DatabaseInUse
 from camproxy.accounts.engine import make_engine
 from camproxy.accounts.location import DatabaseLocation, parse_location
@@ -198,6 +199,26 @@ def test_a_failed_upgrade_changes_nothing_and_keeps_the_copy(reactor: Any, tmp_p
         assert list(connection.iterdump()) == original
         connection.close()
     assert pragma(path, "user_version") == 2
+
+
+def test_an_upgrade_without_its_copy_does_not_happen(
+    reactor: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "old.db"
+    create_camproxy_database(path, 2, [ALICE])
+
+    def disk_full(*args: Any, **kwargs: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(migrate, "snapshot", disk_full)
+    with pytest.raises(DatabaseError) as refused:
+        Database.open(reactor, str(path))
+    assert str(refused.value) == (
+        f"cannot copy {path} to {path}.pre-upgrade-2-{LATEST} before upgrading it from schema "
+        f"version 2 to {LATEST}: [Errno 28] No space left on device; nothing was changed"
+    )
+    assert pragma(path, "user_version") == 2
+    assert VERSION_TABLE not in tables(path)
 
 
 def test_two_processes_upgrade_once(reactor: Any, tmp_path: Path) -> None:

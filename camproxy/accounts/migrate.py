@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import sqlite3
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -224,8 +225,14 @@ def _apply(
     if location.is_file and not state.empty:
         assert location.path is not None
         copy = pre_upgrade_copy_path(location.path, decided.start, latest)
-        snapshot(location.path, copy, check=False)
-        os.chmod(copy, 0o600)
+        try:
+            snapshot(location.path, copy, check=False)
+            os.chmod(copy, 0o600)
+        except (OSError, sqlite3.Error) as problem:
+            raise DatabaseError(
+                f"cannot copy {location.display} to {copy} before upgrading it from schema "
+                f"version {decided.start} to {latest}: {problem}; nothing was changed"
+            ) from None
         notes.append(
             f"copied {location.display} to {copy} before upgrading it from schema version "
             f"{decided.start} to {latest}"

@@ -216,7 +216,7 @@ def test_a_wrong_postgresql_password_is_one_line(
     result = camproxy(tmp_path, "user", "list", "--database", wrong)
     assert result.code == 1 and result.out == ""
     assert result.error_line.startswith(
-        f"camproxy user: cannot open the database postgresql://{shared_postgres.user}:***@"
+        f"camproxy user: cannot open postgresql://{shared_postgres.user}:***@"
     )
     assert "password authentication failed" in result.error_line
     assert "not-the-password-42" not in result.err
@@ -234,3 +234,11 @@ def test_password_is_asked_twice(tmp_path: Path) -> None:
         tmp_path, "user", "add", "alice", *db, stdin="password1\npassword1\n", detached=True
     )
     assert (matched.code, matched.out) == (0, "created user 'alice'\n")
+
+
+def test_a_database_that_cannot_be_opened_is_one_line(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"not a database " * 500)
+    result = camproxy(tmp_path, "user", "list", "--database", str(garbage))
+    assert (result.code, result.out) == (1, "")
+    assert result.error_line == f"camproxy user: cannot open {garbage}: file is not a database"

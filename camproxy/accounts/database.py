@@ -33,6 +33,7 @@ from camproxy.accounts import migrate
 from camproxy.accounts.engine import (
     BUSY_TIMEOUT_MS,
     POSTGRESQL_THREADS,
+    CannotOpen,
     DatabaseError,
     DatabaseInUse,
     DatabaseUnavailable,
@@ -52,6 +53,7 @@ __all__ = [
     "BUSY_TIMEOUT_MS",
     "DEFAULT_DATABASE",
     "MEMORY",
+    "CannotOpen",
     "Database",
     "DatabaseError",
     "DatabaseInUse",
@@ -157,8 +159,9 @@ class Database:
             notes = migrate.upgrade(engine, location)
         except DBAPIError as problem:
             engine.dispose()
-            raise DatabaseError(
-                f"cannot open the database {location.display}: {describe(problem, location)}"
+            reason = describe(problem, location)
+            raise CannotOpen(
+                f"cannot open the database {location.display}: {reason}", reason
             ) from None
         except BaseException:
             engine.dispose()

@@ -50,6 +50,14 @@ class DatabaseInUse(DatabaseError):
     """Another CamProxy daemon holds the SQLite file (see ``Database.claim``)."""
 
 
+class CannotOpen(DatabaseError):
+    """The driver could not open the database; ``reason`` is its one-line account."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 class DatabaseUnavailable(DatabaseError):
     """The database could not be reached or read (server down, file locked, I/O error)."""
 

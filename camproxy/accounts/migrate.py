@@ -168,9 +168,13 @@ def plan(connection: Connection, state: SchemaState, display: str) -> Plan:
             raise too_new
         if "users" in state.tables:
             return Plan(stamp=f"{state.user_version:04d}", start=version)
-    elif state.empty:
+        raise DatabaseError(
+            f"{display} is not a CamProxy database: its PRAGMA user_version is "
+            f"{state.user_version} but it has no users table"
+        )
+    if state.empty:
         return Plan()
-    elif connection.dialect.name == "sqlite" and flaskimport.is_flask_database(
+    if connection.dialect.name == "sqlite" and flaskimport.is_flask_database(
         connection, set(state.tables)
     ):
         return Plan(flask=True)

@@ -53,7 +53,7 @@ import attrs
 from twisted.internet.defer import Deferred
 from twisted.internet.task import react
 
-from camproxy.accounts.database import Database, DatabaseError, locate
+from camproxy.accounts.database import CannotOpen, Database, DatabaseError, locate
 from camproxy.accounts.location import DatabaseLocation
 from camproxy.accounts.passwords import BadPassword
 from camproxy.accounts.users import AccountError
@@ -95,7 +95,13 @@ class Call:
     async def database(self) -> Database:
         """The accounts database, opened (and upgraded) on first use; closed at the end."""
         if self._database is None:
-            database = Database.open(self.reactor, self.location)
+            shown = self.location.display
+            try:
+                database = Database.open(self.reactor, self.location)
+            except CannotOpen as problem:
+                self.refuse(f"cannot open {shown}: {problem.reason}")
+            except DatabaseError as problem:
+                self.refuse(f"cannot open {shown}: {problem}")
             database.start()
             self._database = database
         return self._database

@@ -12,6 +12,7 @@ usage error (from argparse).
 
 from __future__ import annotations
 
+import argparse
 import getpass
 import sys
 import time
@@ -23,29 +24,28 @@ from camproxy.cli.scaffold import Call, CommandGroup, Commands, group_main
 
 
 def _declare(commands: Commands) -> None:
-    def command(name: str, summary: str, *, named: bool = True) -> None:
+    def named(name: str, summary: str) -> argparse.ArgumentParser:
         parser = commands.add(name, summary)
-        if named:
-            parser.add_argument("name", metavar="NAME")
-        if name in ("add", "passwd"):
-            if name == "add":
-                parser.add_argument("--admin", action="store_true", help="make the user an admin")
-            parser.add_argument(
-                "--password-stdin",
-                action="store_true",
-                help="read the password as one line of stdin",
-            )
+        parser.add_argument("name", metavar="NAME")
+        return parser
 
-    command("add", "create a user")
-    command("list", "list the users", named=False)
-    command("passwd", "set a user's password and end the user's sessions")
-    command("disable", "stop a user from logging in and end the user's sessions")
-    command("enable", "let a disabled user log in again")
-    command("promote", "make a user an admin")
-    command("demote", "make an admin an ordinary user")
-    command("delete", "delete a user and end the user's sessions")
-    command("control", "let a user move the camera and switch its light")
-    command("nocontrol", "let a user only watch (admins can always control)")
+    def password_stdin(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--password-stdin", action="store_true", help="read the password as one line of stdin"
+        )
+
+    add = named("add", "create a user")
+    add.add_argument("--admin", action="store_true", help="make the user an admin")
+    password_stdin(add)
+    commands.add("list", "list the users")
+    password_stdin(named("passwd", "set a user's password and end the user's sessions"))
+    named("disable", "stop a user from logging in and end the user's sessions")
+    named("enable", "let a disabled user log in again")
+    named("promote", "make a user an admin")
+    named("demote", "make an admin an ordinary user")
+    named("delete", "delete a user and end the user's sessions")
+    named("control", "let a user move the camera and switch its light")
+    named("nocontrol", "let a user only watch (admins can always control)")
 
 
 def _read_password(call: Call) -> str:

@@ -11,7 +11,9 @@ guard, names unique ignoring case, a login racing a password change.
 - PostgreSQL: ``pg_advisory_xact_lock`` on one fixed key as the first statement of every
   write transaction (released at commit or rollback). Writers wait for each other, as on
   SQLite, instead of failing and retrying as under SERIALIZABLE; readers never wait.
-  ``lock_timeout`` bounds the wait as SQLite's busy timeout does.
+  ``lock_timeout`` bounds the wait as SQLite's busy timeout does. Reads run without a
+  transaction (READ COMMITTED gives each statement its own snapshot either way), one round
+  trip each.
 """
 
 from __future__ import annotations
@@ -160,6 +162,10 @@ def transaction(connection: Connection, *, write: bool) -> Iterator[Connection]:
     sqlite = connection.dialect.name == "sqlite"
     if sqlite:
         connection.execution_options(**{_BEGIN: "BEGIN IMMEDIATE" if write else "BEGIN"})
+    elif not write:
+        # Under READ COMMITTED each statement sees its own snapshot, in a transaction or
+        # not: without one, a read is one round trip instead of three (BEGIN, it, COMMIT).
+        connection.execution_options(isolation_level="AUTOCOMMIT")
     with connection.begin():
         if write and not sqlite:
             connection.execute(_LOCK)

@@ -16,6 +16,7 @@ import attrs
 from dotenv import dotenv_values
 from hyperlink import URL
 
+from camproxy.accounts.location import BadDatabaseLocation, mask, parse_location
 from camproxy.fleet import redacted_url
 from camproxy.web.origins import is_valid_origin
 from camproxy.web.proxies import parse_networks
@@ -31,13 +32,20 @@ class ConfigError(ValueError):
     """A setting is invalid; the message is one line, fit for a user."""
 
 
+def _masked(database: str) -> str:
+    return repr(mask(database))
+
+
 @attrs.frozen
 class Config:
     """Every setting of one CamProxy daemon."""
 
     listen: str = f"tcp:{DEFAULT_PORT}:interface={DEFAULT_HOST}"
     camera_url: str = DEFAULT_CAMERA_URL
-    database: str = DEFAULT_DATABASE
+    #: Whether ``--camera`` (or ``ESP32CAM_*``) was given: it then makes ``default``.
+    camera_given: bool = False
+    #: A SQLite path (or ``:memory:``) or a ``postgresql://`` URL; see ``database_setting``.
+    database: str = attrs.field(default=DEFAULT_DATABASE, repr=_masked)
     allowed_origins: tuple[str, ...] = ()
     max_fps: float = 10.0
     idle_close: float = 30.0
@@ -110,12 +118,27 @@ def check_camera_url(url: str) -> str:
     return url
 
 
+def database_setting(option: str | None, env: Mapping[str, str]) -> str:
+    """The database to use: ``--database`` (a path or a URL), else ``DATABASE_URL``, else
+    ``robocam.db``; as ``Config.database`` keeps it (a SQLite path, or a PostgreSQL URL).
+
+    Raises :class:`ConfigError` with a one-line message (never showing a password).
+    """
+    try:
+        if option is not None:
+            return parse_location(option, source="--database").setting()
+        if env.get("DATABASE_URL"):
+            return parse_location(env["DATABASE_URL"], source="DATABASE_URL").setting()
+    except BadDatabaseLocation as problem:
+        raise ConfigError(str(problem)) from None
+    return DEFAULT_DATABASE
+
+
 def build_config(options: Mapping[str, object], env: Mapping[str, str]) -> Config:
     """Merge command-line ``options`` (None = not given) with ``env``; validate all.
 
     Raises :class:`ConfigError` with a one-line message on the first bad value.
     """
-    from camproxy.accounts.database import database_path_from_url
 
     def pick(option: str, variable: str | None) -> str | None:
         value = options.get(option)
@@ -134,19 +157,11 @@ def build_config(options: Mapping[str, object], env: Mapping[str, str]) -> Confi
             raise ConfigError(f"PORT must be a port number, not {port!r}")
         listen = f"tcp:{port}:interface={_escape_endpoint(host)}"
 
-    camera = pick("camera", None) or camera_url_from_env(env) or DEFAULT_CAMERA_URL
+    camera_option = pick("camera", None) or camera_url_from_env(env)
+    camera = camera_option or DEFAULT_CAMERA_URL
     check_camera_url(camera)
 
-    database_option = pick("database", None)
-    if database_option is not None:
-        database = database_option
-    elif env.get("DATABASE_URL"):
-        try:
-            database = database_path_from_url(env["DATABASE_URL"])
-        except ValueError as problem:
-            raise ConfigError(str(problem)) from None
-    else:
-        database = DEFAULT_DATABASE
+    database = database_setting(pick("database", None), env)
 
     origins: list[str] = list(_strings(options.get("allowed-origin")))
     if not origins and env.get("ALLOWED_ORIGINS"):
@@ -199,6 +214,7 @@ def build_config(options: Mapping[str, object], env: Mapping[str, str]) -> Confi
     return Config(
         listen=listen,
         camera_url=camera,
+        camera_given=camera_option is not None,
         database=database,
         allowed_origins=tuple(origins),
         max_fps=max_fps,

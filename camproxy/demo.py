@@ -49,24 +49,11 @@ class DemoCameras(Service):
         """The socket of a demo camera's host and port, or None for any other."""
         return self.sockets.get((host, port))
 
-    def specs(self, max_fps: float, idle_close: float) -> list[CameraSpec]:
+    def specs(self) -> list[CameraSpec]:
+        """The demo's cameras (made sure of in the database at start)."""
         return [
-            CameraSpec(
-                name=DEFAULT_CAMERA,
-                url=ROBOCAM_URL,
-                title="Demo RoboCam",
-                kind="robocam",
-                max_fps=max_fps,
-                idle_close=idle_close,
-            ),
-            CameraSpec(
-                name="esp32",
-                url=ESP32_URL,
-                title="Demo ESP32 CameraWebServer",
-                kind="esp32",
-                max_fps=max_fps,
-                idle_close=idle_close,
-            ),
+            CameraSpec(DEFAULT_CAMERA, ROBOCAM_URL, title="Demo RoboCam", kind="robocam"),
+            CameraSpec("esp32", ESP32_URL, title="Demo ESP32 CameraWebServer", kind="esp32"),
         ]
 
     def startService(self) -> None:

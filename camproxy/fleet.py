@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import attrs
+from twisted.application.internet import TimerService
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -217,3 +218,47 @@ def redacted_url(url: str) -> str:
         return url
     user = userinfo.split(":", 1)[0]
     return f"{scheme}://{user}:***@{host}{slash}{path}"
+
+
+#: Seconds between two looks at the cameras' change counter (CONTRACT §6: within 10 s).
+WATCH_INTERVAL = 2.0
+
+
+class CameraWatcher(TimerService):
+    """Applies changes to the cameras made elsewhere (the shell, the admin page, another
+    daemon): it polls a change counter and, when it moved, reloads every camera."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        fleet: Fleet,
+        version: Callable[[], Deferred[int]],
+        load: Callable[[], Deferred[list[CameraSpec]]],
+        interval: float = WATCH_INTERVAL,
+    ) -> None:
+        super().__init__(interval, self.check)
+        self.clock = clock
+        self._fleet = fleet
+        self._version = version
+        self._load = load
+        self._seen: int | None = None
+
+    def saw(self, version: int) -> None:
+        """The fleet is as of ``version`` (read at start)."""
+        self._seen = version
+
+    async def _check(self) -> None:
+        version = await self._version()
+        if version == self._seen:
+            return
+        specs = await self._load()
+        await self._fleet.apply(specs)
+        self._seen = version
+
+    def check(self) -> Deferred[None]:
+        checking = Deferred.fromCoroutine(self._check())
+        # A failed check (the database is busy, say) is tried again next time.
+        checking.addErrback(lambda failure: self.log.failure("camera check failed", failure))
+        return checking

@@ -18,18 +18,21 @@ from twisted.python import usage
 from twisted.python.components import Componentized
 from twisted.web.resource import IResource
 
-from camproxy.accounts.database import DatabaseInUse, check_not_in_use
+from camproxy.accounts.cameras import CameraRecord, CameraSeed
+from camproxy.accounts.cameras import version as camera_version
+from camproxy.accounts.database import DatabaseError
 from camproxy.accounts.passwords import IPasswordHasher
-from camproxy.accounts.service import AccountsService
+from camproxy.accounts.principal import PrincipalRefresher
+from camproxy.accounts.service import AccountsService, StartupError, StartupSettings
 from camproxy.config import Config, ConfigError, build_config, read_environment
 from camproxy.demo import ROBOCAM_URL, DemoCameras
-from camproxy.fleet import DEFAULT_CAMERA, CameraSpec, CameraStack, Fleet
+from camproxy.fleet import DEFAULT_CAMERA, CameraSpec, CameraStack, CameraWatcher, Fleet
 from camproxy.hub.hub import CameraHub
 from camproxy.hub.source import ICameraSource, ISourceListener
 from camproxy.ops.logs import make_observer, twistd_primary_stream
 from camproxy.ops.metrics import DaemonMetrics
 from camproxy.sources.http import HttpSourceSettings, RoutedEndpointFactory
-from camproxy.sources.kinds import default_kind, make_source
+from camproxy.sources.kinds import make_source
 from camproxy.sources.robocam.link import CameraSettings, RoboCamSource
 from camproxy.viewers.websocket import ViewerFactory
 from camproxy.web.admin import AdminDependencies, AdminRoutes
@@ -124,19 +127,37 @@ class Options(usage.Options):
             twistd.postOptions = use_our_observer  # type: ignore[method-assign]
 
 
-def initial_cameras(config: Config, demo: DemoCameras | None) -> list[CameraSpec]:
-    """The cameras the daemon starts with: ``default`` from ``--camera``, or the demo's."""
+def startup_settings(config: Config, demo: DemoCameras | None) -> StartupSettings:
+    """What the accounts' start-up work needs: the database, the bootstrap admin and the
+    cameras to make sure of (``--camera`` as ``default``, or the demo's)."""
     if demo is not None:
-        return demo.specs(config.max_fps, config.idle_close)
-    return [
-        CameraSpec(
-            name=DEFAULT_CAMERA,
-            url=config.camera_url,
-            kind=default_kind(config.camera_url),
-            max_fps=config.max_fps,
-            idle_close=config.idle_close,
-        )
-    ]
+        seeds = tuple(CameraSeed(s.name, s.url, s.kind, s.title) for s in demo.specs())
+    elif config.camera_given:
+        seeds = (CameraSeed(DEFAULT_CAMERA, config.camera_url),)
+    else:
+        seeds = ()
+    return StartupSettings(
+        database=config.database,
+        admin_username=config.admin_username,
+        admin_password=config.admin_password,
+        demo=config.demo,
+        cameras=seeds,
+    )
+
+
+def camera_spec(record: CameraRecord, config: Config) -> CameraSpec:
+    """A stored camera as the fleet runs it: its own frame rate and idle delay, else the
+    daemon's ``--max-fps`` and ``--idle-close``."""
+    return CameraSpec(
+        name=record.name,
+        url=record.url,
+        title=record.title,
+        kind=record.kind,
+        max_fps=record.max_fps if record.max_fps is not None else config.max_fps,
+        idle_close=record.idle_close if record.idle_close is not None else config.idle_close,
+        access=record.access,
+        control=record.control,
+    )
 
 
 class CameraBuilders:
@@ -277,23 +298,25 @@ def build_service(
 
     ``hasher`` replaces bcrypt (tests use a fast one).
     """
+    demo = DemoCameras(reactor) if config.demo else None
     try:
-        check_not_in_use(config.database)
-    except DatabaseInUse as problem:
+        # Opened, upgraded and bootstrapped now, before any port is bound.
+        accounts = AccountsService.open(reactor, startup_settings(config, demo), hasher)
+        cameras_version = accounts.database.read_now(camera_version)
+        records = accounts.cameras.list_now()
+        accounts.database.release_connections()
+    except (StartupError, DatabaseError) as problem:
         raise SystemExit(f"camproxy: error: {problem}") from None
     top = MultiService()
     top.setName("camproxy")
 
-    accounts = AccountsService(reactor, config, hasher)
     accounts.setName("accounts")
     accounts.setServiceParent(top)
 
     origins = OriginPolicy(config.allowed_origins)
     proxies = TrustedProxies(parse_networks(config.trusted_proxies))
     auth = Authenticator(accounts, reactor)
-    demo: DemoCameras | None = None
-    if config.demo:
-        demo = DemoCameras(reactor)
+    if demo is not None:
         demo.setName("democam")
         demo.setServiceParent(top)
     builders = CameraBuilders(reactor, config, auth, proxies, demo)
@@ -302,10 +325,28 @@ def build_service(
     fleet.setServiceParent(top)
     cameras = CameraAccess(fleet)
     builders.cameras = cameras
-    fleet.apply(initial_cameras(config, demo))
+    fleet.apply(camera_spec(record, config) for record in records)
 
-    directory = ViewerDirectory(fleet.viewers)
-    watcher = CredentialWatcher(reactor, accounts, directory)
+    async def load_cameras() -> list[CameraSpec]:
+        return [camera_spec(record, config) for record in await accounts.cameras.list()]
+
+    camera_watcher = CameraWatcher(
+        reactor,
+        fleet,
+        accounts.cameras.version,
+        lambda: Deferred.fromCoroutine(load_cameras()),
+    )
+    camera_watcher.saw(cameras_version)
+    camera_watcher.setName("camera-watcher")
+    camera_watcher.setServiceParent(top)
+
+    directory = ViewerDirectory(fleet)
+    refresher = PrincipalRefresher(
+        accounts.database, accounts.sessions, accounts.tokens, accounts.cameras
+    )
+    watcher = CredentialWatcher(reactor, refresher, directory, cameras)
+    # A camera's default access or control mode changed: check its viewers now.
+    fleet.on_access_changed = lambda names: watcher.check()
     watcher.setName("credentials")
     watcher.setServiceParent(top)
 

@@ -17,7 +17,9 @@ from camproxy.cli import user as usercli
 def main(argv: Sequence[str] | None = None) -> int:
     """Prompt for a name and password; create that admin. The exit status."""
     parser = argparse.ArgumentParser(description="Create a CamProxy admin account.")
-    parser.add_argument("--database", metavar="PATH", help="the SQLite file to use")
+    parser.add_argument(
+        "--database", metavar="PATH", help="the SQLite file or postgresql:// URL to use"
+    )
     args = parser.parse_args(argv)
     try:
         name = input("Admin user name: ").strip()

@@ -142,12 +142,13 @@ async def daemon_factory(reactor: Any, tmp_path: Any) -> AsyncIterator[Callable[
             "secret_key": "test-secret",
         }
         fields.update(settings)
+        # A camera URL given is --camera: it makes the camera default.
+        fields.setdefault("camera_given", "camera_url" in settings)
         config = Config(**fields)
         service = build_service(config, reactor, hasher=hasher or FastHasher())
         service.startService()
         port = await listening_port(service)
         running = RunningDaemon(service, port.getHost().port, config, reactor)
-        await running.accounts.when_ready()
         started.append(running)
         return running
 

@@ -115,5 +115,9 @@ class FakeViewer:
     def close(self, reason: CloseReason) -> None:
         self.closed.append(reason)
 
+    def readmit(self, principal: object, access: str) -> None:
+        self.principal = principal
+        self.may_control = access == "control"
+
     def of_type(self, kind: str) -> list[dict[str, Any]]:
         return [e for e in self.events if e["type"] == kind]

@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import AsyncIterator
-from pathlib import Path
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import attrs
 import pytest
 import pytest_twisted
+import sqlalchemy as sa
 from hypothesis import given
 from hypothesis import strategies as st
+from twisted.internet import task, threads
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from camproxy.accounts.database import Database
+from camproxy.accounts.engine import make_engine, transaction
 from camproxy.accounts.passwords import (
     BadPassword,
     BcryptHasher,
@@ -26,6 +28,7 @@ from camproxy.accounts.passwords import (
     check_new_password,
 )
 from camproxy.accounts.sessions import SessionStore
+from camproxy.accounts.tables import sessions, users
 from camproxy.accounts.users import (
     InvalidUsername,
     LastAdmin,
@@ -35,6 +38,10 @@ from camproxy.accounts.users import (
     UserStore,
     check_username,
 )
+from tests import stores
+
+shared_postgres = stores.shared_postgres
+database_url = stores.database_url
 
 PASSWORD = "password1"
 
@@ -53,6 +60,9 @@ class RecordingHasher:
 
     def hash(self, password: str) -> Deferred[str]:
         return self.inner.hash(password)
+
+    def hash_now(self, password: str) -> str:
+        return self.inner.hash_now(password)
 
     def verify(self, password: str, hashed: str) -> Deferred[bool]:
         self.verified.append((password, hashed))
@@ -74,9 +84,9 @@ class World:
     sessions: SessionStore
 
 
-@pytest_twisted.async_yield_fixture
-async def world(reactor: Any, tmp_path: Path) -> AsyncIterator[World]:
-    db = await Database.open(reactor, str(tmp_path / "accounts.db"))
+@pytest.fixture
+def world(reactor: Any, database_url: str) -> Iterator[World]:
+    db = stores.open_database(reactor, database_url)
     clock = Clock()
     clock.advance(1_700_000_000)
     hasher = RecordingHasher()
@@ -85,11 +95,8 @@ async def world(reactor: Any, tmp_path: Path) -> AsyncIterator[World]:
 
 
 async def session_count(db: Database, user_id: str) -> int:
-    def count(cursor: sqlite3.Cursor) -> int:
-        row = cursor.execute("SELECT count(*) FROM sessions WHERE user_id = ?", (user_id,))
-        return int(row.fetchone()[0])
-
-    return await db.read(count)
+    query = sa.select(sa.func.count()).select_from(sessions).where(sessions.c.user_id == user_id)
+    return await db.read(lambda connection: int(connection.execute(query).scalar_one()))
 
 
 # Passwords ----------------------------------------------------------------------------
@@ -252,11 +259,8 @@ async def test_unknown_user_still_costs_a_verify(world: World) -> None:
     assert first.startswith("fake$")
     assert not await world.hasher.verify(PASSWORD, first)
 
-    def stored(cursor: sqlite3.Cursor) -> str:
-        row = cursor.execute("SELECT password_hash FROM users WHERE id = ?", (alice.id,))
-        return str(row.fetchone()[0])
-
-    assert first != await world.db.read(stored)
+    query = sa.select(users.c.password_hash).where(users.c.id == alice.id)
+    assert first != await world.db.read(lambda connection: connection.scalar(query))
 
 
 @pytest_twisted.ensureDeferred
@@ -405,3 +409,34 @@ async def test_password_change_disable_and_delete_end_sessions(world: World) -> 
     assert await world.sessions.lookup(fourth) is None
     assert await session_count(world.db, alice.id) == 0
     assert await world.sessions.alive([bobs]) == {bobs}
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_write_waits_for_another_writers_lock(reactor: Any, world: World) -> None:
+    """Another process's write transaction, holding the lock, demotes one admin; a demotion
+    of the other one meanwhile waits, then sees it and refuses. Without the lock it would
+    read the old state and leave no admin at all."""
+    await world.users.add("root", PASSWORD, admin=True)
+    await world.users.add("other", PASSWORD, admin=True)
+    elsewhere = make_engine(world.db.location)
+    held, release = threading.Event(), threading.Event()
+
+    def hold_the_lock() -> None:
+        with elsewhere.connect() as connection, transaction(connection, write=True):
+            connection.execute(
+                sa.update(users).where(users.c.username == "root").values(is_admin=False)
+            )
+            held.set()
+            release.wait(10)
+
+    holder = threads.deferToThread(hold_the_lock)
+    await threads.deferToThread(held.wait, 10)
+    demotion = world.users.set_admin("other", False)
+    await task.deferLater(reactor, 0.3, lambda: None)
+    assert not demotion.called, "the write went ahead of the lock"
+    release.set()
+    await holder
+    with pytest.raises(LastAdmin):
+        await demotion
+    assert await world.users.count_active_admins() == 1
+    elsewhere.dispose()

@@ -31,11 +31,11 @@ from tests.wsclient import RecordingViewer, close_viewer, connect_viewer
 Headers = dict[bytes | str, bytes | str]
 
 
-def raw_upgrade(port: int, headers: dict[str, str]) -> tuple[int, bytes]:
+def raw_upgrade(port: int, headers: dict[str, str], path: str = "/ws") -> tuple[int, bytes]:
     """Send a WebSocket upgrade by hand; the status code and the whole answer's head."""
     key = base64.b64encode(os.urandom(16)).decode()
     lines = [
-        "GET /ws HTTP/1.1",
+        f"GET {path} HTTP/1.1",
         f"Host: 127.0.0.1:{port}",
         "Upgrade: websocket",
         "Connection: Upgrade",

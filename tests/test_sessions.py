@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import attrs
 import pytest
 import pytest_twisted
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 from twisted.internet.task import Clock
 
 from camproxy.accounts.database import Database
 from camproxy.accounts.passwords import FastHasher
 from camproxy.accounts.sessions import Session, SessionStore
+from camproxy.accounts.tables import users as users_table
 from camproxy.accounts.users import UnknownUser, User, UserStore
+from tests import stores
+
+shared_postgres = stores.shared_postgres
+database_url = stores.database_url
 
 LIFETIME = 3600.0
 START = 1_700_000_000.0
@@ -32,8 +37,8 @@ class World:
 
 
 @pytest_twisted.async_yield_fixture
-async def world(reactor: Any, tmp_path: Path) -> AsyncIterator[World]:
-    db = await Database.open(reactor, str(tmp_path / "sessions.db"))
+async def world(reactor: Any, database_url: str) -> AsyncIterator[World]:
+    db = stores.open_database(reactor, database_url)
     clock = Clock()
     clock.advance(START)
     users = UserStore(db, FastHasher(), clock)
@@ -42,13 +47,8 @@ async def world(reactor: Any, tmp_path: Path) -> AsyncIterator[World]:
     db.close()
 
 
-def stored_rows(db_path: str) -> list[sqlite3.Row]:
-    connection = sqlite3.connect(db_path)
-    connection.row_factory = sqlite3.Row
-    try:
-        return connection.execute("SELECT * FROM sessions").fetchall()
-    finally:
-        connection.close()
+def stored_rows(db: Database) -> list[sa.Row[Any]]:
+    return stores.raw_rows(db, "sessions")
 
 
 @pytest_twisted.ensureDeferred
@@ -73,8 +73,8 @@ async def test_create_and_lookup(world: World) -> None:
 @pytest_twisted.ensureDeferred
 async def test_only_a_hash_of_the_id_is_stored(world: World) -> None:
     session_id = await world.sessions.create(world.alice.id)
-    (row,) = stored_rows(world.db.path)
-    assert row["id_hash"] == hashlib.sha256(session_id.encode()).hexdigest()
+    (row,) = stored_rows(world.db)
+    assert row.id_hash == hashlib.sha256(session_id.encode()).hexdigest()
     assert session_id not in [str(value) for value in tuple(row)]
 
 
@@ -84,7 +84,7 @@ async def test_unknown_ids_find_nothing_and_create_nothing(world: World, session
     assert await world.sessions.lookup(session_id) is None
     assert await world.sessions.alive([session_id]) == set()
     assert await world.sessions.end(session_id) is False
-    assert stored_rows(world.db.path) == []
+    assert stored_rows(world.db) == []
 
 
 @pytest_twisted.ensureDeferred
@@ -99,7 +99,7 @@ async def test_sessions_expire(world: World) -> None:
     assert await world.sessions.alive([session_id, later]) == {later}
 
     assert await world.sessions.purge_expired() == 1
-    assert len(stored_rows(world.db.path)) == 1
+    assert len(stored_rows(world.db)) == 1
     assert await world.sessions.purge_expired() == 0
 
 
@@ -151,19 +151,19 @@ async def test_inactive_or_unknown_users_get_no_session(world: World) -> None:
     await world.users.set_active("alice", False)
     with pytest.raises(UnknownUser):
         await world.sessions.create(world.alice.id)
-    assert stored_rows(world.db.path) == []
+    assert stored_rows(world.db) == []
 
 
 @pytest_twisted.ensureDeferred
 async def test_inactive_user_sessions_are_invalid(world: World) -> None:
     session_id = await world.sessions.create(world.alice.id)
 
-    def deactivate_only(cursor: sqlite3.Cursor) -> None:
+    def deactivate_only(connection: Connection) -> None:
         # As an older CamProxy or a hand edit might: the sessions rows stay.
-        cursor.execute("UPDATE users SET active = 0")
+        connection.execute(sa.update(users_table).values(active=False))
 
     await world.db.write(deactivate_only)
-    assert len(stored_rows(world.db.path)) == 1
+    assert len(stored_rows(world.db)) == 1
     assert await world.sessions.lookup(session_id) is None
     assert await world.sessions.alive([session_id]) == set()
 
@@ -174,10 +174,9 @@ def test_lifetime_must_be_positive() -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_sessions_survive_reopening(reactor: Any, tmp_path: Path) -> None:
-    path = str(tmp_path / "restart.db")
+async def test_sessions_survive_reopening(reactor: Any, database_url: str) -> None:
     clock = Clock()
-    db = await Database.open(reactor, path)
+    db = stores.open_database(reactor, database_url)
     try:
         alice = await UserStore(db, FastHasher(), clock).add("alice", "password1")
         session_id = await SessionStore(db, clock).create(alice.id)
@@ -185,7 +184,7 @@ async def test_sessions_survive_reopening(reactor: Any, tmp_path: Path) -> None:
         db.close()
 
     clock.advance(60)
-    db = await Database.open(reactor, path)
+    db = stores.open_database(reactor, database_url)
     try:
         session = await SessionStore(db, clock).lookup(session_id)
         assert session is not None and session.user_id == alice.id

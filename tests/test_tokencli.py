@@ -12,11 +12,14 @@ import pytest_twisted
 from twisted.internet.task import Clock
 
 from camproxy import cli
-from camproxy.accounts.database import Database
 from camproxy.accounts.passwords import FastHasher
 from camproxy.accounts.tokens import PREFIX_CHARS, TokenStore
 from camproxy.accounts.users import UserStore
+from tests import stores
 from tests.clirun import Result, camproxy
+
+shared_postgres = stores.shared_postgres
+database_url = stores.database_url
 
 
 def printed_token(result: Result) -> str:
@@ -32,23 +35,23 @@ def printed_token(result: Result) -> str:
 class Daemon:
     """The database as a running daemon holds it, with users made at test speed."""
 
-    path: Path
+    cwd: Path
+    url: str
     users: UserStore
     tokens: TokenStore
 
     def token(self, *args: str) -> Result:
-        return camproxy(self.path.parent, "token", *args, "--database", str(self.path))
+        return camproxy(self.cwd, "token", *args, "--database", self.url)
 
 
 @pytest_twisted.async_yield_fixture
-async def daemon(reactor: Any, tmp_path: Path) -> AsyncIterator[Daemon]:
-    path = tmp_path / "robocam.db"
-    db = await Database.open(reactor, str(path))
+async def daemon(reactor: Any, tmp_path: Path, database_url: str) -> AsyncIterator[Daemon]:
+    db = stores.open_database(reactor, database_url)
     clock = Clock()
     users = UserStore(db, FastHasher(), clock)
     await users.add("root", "password1", admin=True)
     await users.add("alice", "password1")
-    yield Daemon(path, users, TokenStore(db, clock))
+    yield Daemon(tmp_path, database_url, users, TokenStore(db, clock))
     db.close()
 
 
@@ -96,14 +99,24 @@ async def test_list_never_shows_tokens(daemon: Daemon) -> None:
     listed = daemon.token("list")
     assert (listed.code, listed.err) == (0, "")
     lines = listed.out.splitlines()
-    assert lines[0].split() == ["USER", "NAME", "SCOPE", "PREFIX", "CREATED", "LAST", "USED"]
-    assert lines[1].split()[:4] == ["alice", "ha", "view", alices[:PREFIX_CHARS] + "..."]
+    assert lines[0].split() == [
+        "USER",
+        "NAME",
+        "SCOPE",
+        "CAMERAS",
+        "PREFIX",
+        "CREATED",
+        "LAST",
+        "USED",
+    ]
+    assert lines[1].split()[:5] == ["alice", "ha", "view", "all", alices[:PREFIX_CHARS] + "..."]
     assert lines[1].endswith("never")
-    assert lines[2].split()[:5] == [
+    assert lines[2].split()[:6] == [
         "root",
         "backup",
         "script",
         "control",
+        "all",
         roots[:PREFIX_CHARS] + "...",
     ]
     assert not lines[2].endswith("never")
@@ -204,7 +217,7 @@ def test_database_is_found_as_the_daemon_finds_it(tmp_path: Path) -> None:
     assert camproxy(tmp_path, "token", "list").code == 0
     assert (tmp_path / "from-dotenv.db").exists()
 
-    bad = camproxy(tmp_path, "token", "list", env={"DATABASE_URL": "postgresql://db/camproxy"})
+    bad = camproxy(tmp_path, "token", "list", env={"DATABASE_URL": "mysql://db/camproxy"})
     assert bad.code == 1
     assert "DATABASE_URL" in bad.error_line
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -11,11 +10,15 @@ from typing import Any
 import attrs
 import pytest
 import pytest_twisted
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection
 from twisted.internet.task import Clock
 
-from camproxy.accounts.database import Database, schema_scripts
+from camproxy.accounts.database import Database
 from camproxy.accounts.passwords import FastHasher
 from camproxy.accounts.sessions import SessionStore
+from camproxy.accounts.tables import sessions, users
 from camproxy.accounts.tokens import (
     PREFIX_CHARS,
     ApiToken,
@@ -29,6 +32,11 @@ from camproxy.accounts.tokens import (
     check_token_name,
 )
 from camproxy.accounts.users import AccountError, UnknownUser, User, UserStore
+from tests import stores
+from tests.legacy_schema import create_camproxy_database
+
+shared_postgres = stores.shared_postgres
+database_url = stores.database_url
 
 START = 1_700_000_000.0
 
@@ -44,8 +52,8 @@ class World:
 
 
 @pytest_twisted.async_yield_fixture
-async def world(reactor: Any, tmp_path: Path) -> AsyncIterator[World]:
-    db = await Database.open(reactor, str(tmp_path / "tokens.db"))
+async def world(reactor: Any, database_url: str) -> AsyncIterator[World]:
+    db = stores.open_database(reactor, database_url)
     clock = Clock()
     clock.advance(START)
     users = UserStore(db, FastHasher(), clock)
@@ -56,13 +64,8 @@ async def world(reactor: Any, tmp_path: Path) -> AsyncIterator[World]:
     assert clock.getDelayedCalls() == []
 
 
-def stored_rows(db_path: str) -> list[sqlite3.Row]:
-    connection = sqlite3.connect(db_path)
-    connection.row_factory = sqlite3.Row
-    try:
-        return connection.execute("SELECT * FROM api_tokens").fetchall()
-    finally:
-        connection.close()
+def stored_rows(db: Database) -> list[sa.Row[Any]]:
+    return stores.raw_rows(db, "api_tokens")
 
 
 def file_bytes(db_path: str) -> bytes:
@@ -141,12 +144,14 @@ async def test_grant_follows_the_user(world: World) -> None:
 async def test_only_a_hash_of_the_token_is_stored(world: World) -> None:
     _, secret = await world.tokens.create("alice", "ha")
     await world.tokens.authenticate(secret)
-    (row,) = stored_rows(world.db.path)
-    assert row["token_hash"] == hashlib.sha256(secret.encode()).hexdigest()
-    assert row["prefix"] == secret[:PREFIX_CHARS]
+    (row,) = stored_rows(world.db)
+    assert row.token_hash == hashlib.sha256(secret.encode()).hexdigest()
+    assert row.prefix == secret[:PREFIX_CHARS]
     assert secret not in [str(value) for value in tuple(row)]
+    if not world.db.location.is_sqlite:
+        return
     on_disk = file_bytes(world.db.path)
-    assert row["token_hash"].encode() in on_disk
+    assert row.token_hash.encode() in on_disk
     assert secret.encode() not in on_disk
     assert secret[PREFIX_CHARS:].encode() not in on_disk
 
@@ -158,7 +163,7 @@ async def test_only_a_hash_of_the_token_is_stored(world: World) -> None:
 async def test_unknown_tokens_are_refused(world: World, secret: str) -> None:
     await world.tokens.create("alice", "ha")
     assert await world.tokens.authenticate(secret) is None
-    assert len(stored_rows(world.db.path)) == 1
+    assert len(stored_rows(world.db)) == 1
 
 
 @pytest_twisted.ensureDeferred
@@ -205,7 +210,7 @@ async def test_disabled_user_tokens_stop_working(world: World) -> None:
     assert await world.tokens.authenticate(secret) is None
     assert await world.tokens.alive([token.id]) == set()
     # Kept, and working again once the user is enabled.
-    assert len(stored_rows(world.db.path)) == 1
+    assert len(stored_rows(world.db)) == 1
     await world.users.set_active("alice", True)
     assert await world.tokens.authenticate(secret) is not None
     assert await world.tokens.alive([token.id]) == {token.id}
@@ -217,7 +222,7 @@ async def test_deleted_user_tokens_are_deleted(world: World) -> None:
     _, roots = await world.tokens.create("root", "ha")
     await world.users.delete("alice")
     assert await world.tokens.authenticate(secret) is None
-    assert [row["user_id"] for row in stored_rows(world.db.path)] == [world.root.id]
+    assert [row.user_id for row in stored_rows(world.db)] == [world.root.id]
     assert await world.tokens.authenticate(roots) is not None
 
 
@@ -233,14 +238,11 @@ async def test_last_used_is_written_at_most_once_a_minute(world: World) -> None:
     token, secret = await world.tokens.create("alice", "ha")
     writes: list[str] = []
 
-    def count(statement: str) -> None:
+    def count(connection: Any, cursor: Any, statement: str, *args: Any) -> None:
         if statement.lstrip().startswith("UPDATE api_tokens"):
             writes.append(statement)
 
-    def trace(cursor: sqlite3.Cursor) -> None:
-        cursor.connection.set_trace_callback(count)
-
-    await world.db.read(trace)
+    event.listen(world.db.engine, "before_cursor_execute", count)
 
     world.clock.advance(5)
     await world.tokens.authenticate(secret)
@@ -265,7 +267,7 @@ async def test_last_used_is_written_at_most_once_a_minute(world: World) -> None:
     await world.users.set_active("alice", False)
     await world.tokens.authenticate(secret)
     assert len(writes) == 2
-    await world.db.read(lambda cursor: cursor.connection.set_trace_callback(None))
+    event.remove(world.db.engine, "before_cursor_execute", count)
 
 
 @pytest_twisted.ensureDeferred
@@ -275,7 +277,7 @@ async def test_duplicate_names(world: World) -> None:
         await world.tokens.create("alice", "home assistant", "control")
     # Another user may use the same name.
     await world.tokens.create("root", "home assistant")
-    assert len(stored_rows(world.db.path)) == 2
+    assert len(stored_rows(world.db)) == 2
 
 
 @pytest_twisted.ensureDeferred
@@ -286,7 +288,7 @@ async def test_refusals(world: World) -> None:
         await world.tokens.create("alice", "ha", "admin")
     with pytest.raises(InvalidTokenName):
         await world.tokens.create("alice", "")
-    assert stored_rows(world.db.path) == []
+    assert stored_rows(world.db) == []
     assert issubclass(InvalidTokenName, ValueError) and issubclass(InvalidTokenScope, ValueError)
     assert issubclass(TokenError, AccountError)
 
@@ -336,17 +338,16 @@ async def test_alive(world: World) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_tokens_survive_reopening(reactor: Any, tmp_path: Path) -> None:
-    path = str(tmp_path / "restart.db")
+async def test_tokens_survive_reopening(reactor: Any, database_url: str) -> None:
     clock = Clock()
-    db = await Database.open(reactor, path)
+    db = stores.open_database(reactor, database_url)
     try:
         await UserStore(db, FastHasher(), clock).add("alice", "password1")
         token, secret = await TokenStore(db, clock).create("alice", "ha")
     finally:
         db.close()
 
-    db = await Database.open(reactor, path)
+    db = stores.open_database(reactor, database_url)
     try:
         grant = await TokenStore(db, clock).authenticate(secret)
         assert grant is not None and grant.token_id == token.id
@@ -357,30 +358,28 @@ async def test_tokens_survive_reopening(reactor: Any, tmp_path: Path) -> None:
 @pytest_twisted.ensureDeferred
 async def test_upgrade_from_version_2(reactor: Any, tmp_path: Path) -> None:
     """A database from before tokens keeps its users and sessions and gains tokens."""
-    path = str(tmp_path / "v2.db")
-    connection = sqlite3.connect(path, isolation_level=None)
-    connection.execute("PRAGMA foreign_keys = ON")
-    for script in schema_scripts()[:2]:
-        connection.executescript(script)
-    connection.execute("PRAGMA user_version = 2")
-    connection.execute(
-        "INSERT INTO users (id, username, password_hash, is_admin, created_at, updated_at)"
-        " VALUES ('u1', 'alice', 'x', 1, 1.0, 1.0)"
+    path = tmp_path / "v2.db"
+    create_camproxy_database(
+        path,
+        2,
+        [
+            "INSERT INTO users (id, username, password_hash, is_admin, created_at, updated_at)"
+            " VALUES ('u1', 'alice', 'x', 1, 1.0, 1.0)",
+            "INSERT INTO sessions VALUES ('h1', 'u1', 1.0, 9e9)",
+        ],
     )
-    connection.execute("INSERT INTO sessions VALUES ('h1', 'u1', 1.0, 9e9)")
-    connection.close()
 
     clock = Clock()
-    db = await Database.open(reactor, path)
+    db = stores.open_database(reactor, str(path))
     try:
-        assert await db.schema_version() == 3
+        assert await db.schema_version() == 4
         user = await UserStore(db, FastHasher(), clock).get("alice")
         assert user is not None and user.id == "u1" and user.is_admin
 
-        def sessions(cursor: sqlite3.Cursor) -> list[str]:
-            return [row["id_hash"] for row in cursor.execute("SELECT id_hash FROM sessions")]
+        def hashes(connection: Connection) -> list[str]:
+            return list(connection.scalars(sa.select(sessions.c.id_hash)))
 
-        assert await db.read(sessions) == ["h1"]
+        assert await db.read(hashes) == ["h1"]
         tokens = TokenStore(db, clock)
         _, secret = await tokens.create("alice", "ha", "control")
         grant = await tokens.authenticate(secret)
@@ -389,9 +388,9 @@ async def test_upgrade_from_version_2(reactor: Any, tmp_path: Path) -> None:
         db.close()
 
     # The cascade holds in the upgraded file too.
-    db = await Database.open(reactor, path)
+    db = stores.open_database(reactor, str(path))
     try:
-        await db.write(lambda cursor: cursor.execute("DELETE FROM users WHERE id = 'u1'"))
+        await db.write(lambda connection: connection.execute(sa.delete(users)))
+        assert stored_rows(db) == []
     finally:
         db.close()
-    assert stored_rows(path) == []

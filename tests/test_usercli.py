@@ -11,12 +11,16 @@ import pytest
 import pytest_twisted
 from twisted.internet.task import Clock
 
-from camproxy.accounts.database import Database
 from camproxy.accounts.passwords import BcryptHasher
 from camproxy.accounts.sessions import SessionStore
 from camproxy.accounts.users import User, UserStore
 from camproxy.cli import user as usercli
+from tests import stores
 from tests.clirun import Result, camproxy
+from tests.servers import PostgresServer
+
+shared_postgres = stores.shared_postgres
+database_url = stores.database_url
 
 PASSWORD = "password1"
 
@@ -25,25 +29,25 @@ PASSWORD = "password1"
 class Daemon:
     """The database as a running daemon holds it, with users made at test speed."""
 
-    path: Path
+    cwd: Path
+    url: str
     users: UserStore
     sessions: SessionStore
     root: User
     alice: User
 
     def user(self, *args: str, stdin: str = "") -> Result:
-        return camproxy(self.path.parent, "user", *args, "--database", str(self.path), stdin=stdin)
+        return camproxy(self.cwd, "user", *args, "--database", self.url, stdin=stdin)
 
 
 @pytest_twisted.async_yield_fixture
-async def daemon(reactor: Any, tmp_path: Path) -> AsyncIterator[Daemon]:
-    path = tmp_path / "robocam.db"
-    db = await Database.open(reactor, str(path))
+async def daemon(reactor: Any, tmp_path: Path, database_url: str) -> AsyncIterator[Daemon]:
+    db = stores.open_database(reactor, database_url)
     clock = Clock()
     users = UserStore(db, BcryptHasher(reactor, rounds=4), clock)
     root = await users.add("root", PASSWORD, admin=True)
     alice = await users.add("alice", PASSWORD)
-    yield Daemon(path, users, SessionStore(db, clock), root, alice)
+    yield Daemon(tmp_path, database_url, users, SessionStore(db, clock), root, alice)
     db.close()
 
 
@@ -176,9 +180,46 @@ def test_database_is_found_as_the_daemon_finds_it(tmp_path: Path) -> None:
     assert camproxy(tmp_path, "user", "list", env=env).code == 0
     assert absolute.exists()
 
-    bad = camproxy(tmp_path, "user", "list", env={"DATABASE_URL": "postgresql://db/camproxy"})
+    bad = camproxy(tmp_path, "user", "list", env={"DATABASE_URL": "mysql://u:pw@db/camproxy"})
     assert bad.code == 1
-    assert "DATABASE_URL" in bad.error_line
+    assert bad.error_line == (
+        "camproxy user: DATABASE_URL 'mysql://u:***@db/camproxy' is not supported: use "
+        "sqlite:///relative/path.db, sqlite:////absolute/path.db or "
+        "postgresql://user:password@host:port/dbname"
+    )
+
+
+def test_postgresql_from_the_environment(tmp_path: Path, shared_postgres: PostgresServer) -> None:
+    url = stores.new_postgres_database(shared_postgres)
+    added = camproxy(
+        tmp_path,
+        "user",
+        "add",
+        "root",
+        "--admin",
+        "--password-stdin",
+        stdin="rootroot\n",
+        env={"DATABASE_URL": url},
+    )
+    assert (added.code, added.out, added.err) == (0, "created admin 'root'\n", "")
+    (tmp_path / ".env").write_text(f"DATABASE_URL={url}\n")
+    listed = camproxy(tmp_path, "user", "list")
+    assert listed.code == 0 and listed.out.splitlines()[1].startswith("root ")
+    assert not list(tmp_path.glob("*.db"))
+
+
+def test_a_wrong_postgresql_password_is_one_line(
+    tmp_path: Path, shared_postgres: PostgresServer
+) -> None:
+    url = stores.new_postgres_database(shared_postgres)
+    wrong = url.replace(shared_postgres.password, "not-the-password-42")
+    result = camproxy(tmp_path, "user", "list", "--database", wrong)
+    assert result.code == 1 and result.out == ""
+    assert result.error_line.startswith(
+        f"camproxy user: cannot open postgresql://{shared_postgres.user}:***@"
+    )
+    assert "password authentication failed" in result.error_line
+    assert "not-the-password-42" not in result.err
 
 
 def test_password_is_asked_twice(tmp_path: Path) -> None:
@@ -193,3 +234,11 @@ def test_password_is_asked_twice(tmp_path: Path) -> None:
         tmp_path, "user", "add", "alice", *db, stdin="password1\npassword1\n", detached=True
     )
     assert (matched.code, matched.out) == (0, "created user 'alice'\n")
+
+
+def test_a_database_that_cannot_be_opened_is_one_line(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"not a database " * 500)
+    result = camproxy(tmp_path, "user", "list", "--database", str(garbage))
+    assert (result.code, result.out) == (1, "")
+    assert result.error_line == f"camproxy user: cannot open {garbage}: file is not a database"

@@ -1,88 +1,72 @@
-"""CamProxy's SQLite database: one connection on its own thread, a versioned schema.
+"""CamProxy's accounts database: SQLite or PostgreSQL, one code path, queries off the reactor.
 
-Every query runs in the thread of an ``adbapi.ConnectionPool`` that holds exactly one
-connection, so this process never has two writers of its own and the reactor thread
-never waits on SQLite. Other processes (``camproxy user ...``) may write the same file
-at the same time: WAL mode and a busy timeout let them take turns, and every write is
-one ``BEGIN IMMEDIATE`` transaction so that check-then-change logic (the last-admin
-guard, for one) holds across processes.
+``Database.open`` connects, creates or upgrades the schema (``migrate``) and returns,
+blocking: the daemon does it while it is being built, before its port is bound and
+before twistd forks, and leaves no connection open behind it. Queries then run, through
+SQLAlchemy Core, in a Twisted ``ThreadPool`` of the database's own, started by
+:meth:`Database.start`: exactly one thread on SQLite (so this process never has two
+writers of its own), a few on PostgreSQL. ``read`` and ``write`` return Deferreds.
 
-The schema version is ``PRAGMA user_version``; ``camproxy/schema/NNN_name.sql`` upgrades
-version NNN-1 to NNN, each in one transaction. A database made by the Flask version of
-CamProxy (table ``users`` with a ``password`` column, user_version 0) is converted in
-place on first open.
+Other processes may use the same database at the same time (``camproxy user ...``,
+other daemons on one PostgreSQL); every write is one transaction that holds the write
+lock from its start (``engine.transaction``), so check-then-change logic holds across
+processes. A SQLite file has a lock file too (``PATH.lock``, :meth:`Database.claim`):
+it keeps a second daemon off the file, which a PostgreSQL database does not need.
 """
 
 from __future__ import annotations
 
 import functools
 import os
-import re
-import sqlite3
-from collections.abc import Callable, Coroutine, Iterator, Mapping
-from importlib import resources
-from pathlib import Path
+from collections.abc import Callable, Coroutine
 from typing import Any, Concatenate, Final, ParamSpec, TypeVar
 
-from dotenv import dotenv_values
-from twisted.enterprise import adbapi
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 from twisted.internet.defer import Deferred, fail
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.lockfile import FilesystemLock
+from twisted.python.threadpool import ThreadPool
+
+from camproxy.accounts import migrate
+from camproxy.accounts.engine import (
+    BUSY_TIMEOUT_MS,
+    POSTGRESQL_THREADS,
+    CannotOpen,
+    DatabaseError,
+    DatabaseInUse,
+    DatabaseUnavailable,
+    database_error,
+    describe,
+    make_engine,
+    transaction,
+)
+from camproxy.accounts.location import (
+    DEFAULT_DATABASE,
+    MEMORY,
+    DatabaseLocation,
+    parse_location,
+)
+
+__all__ = [
+    "BUSY_TIMEOUT_MS",
+    "DEFAULT_DATABASE",
+    "MEMORY",
+    "CannotOpen",
+    "Database",
+    "DatabaseError",
+    "DatabaseInUse",
+    "DatabaseUnavailable",
+    "as_deferred",
+    "check_not_in_use",
+    "locate",
+]
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
-DEFAULT_DATABASE: Final = "robocam.db"
-MEMORY: Final = ":memory:"
-BUSY_TIMEOUT_MS: Final = 10_000
-
-_SCRIPT_NAME: Final = re.compile(r"(\d{3})_\w+\.sql")
-_FLASK_IMPORT: Final = "flask_import.sql"
-
-
-class DatabaseError(Exception):
-    """The database file cannot be used; the message is one line, fit for a user."""
-
-
-class DatabaseInUse(DatabaseError):
-    """Another CamProxy daemon holds the database (see ``Database.open(exclusive=True)``)."""
-
-
-def database_path_from_url(url: str) -> str:
-    """The file path named by a ``DATABASE_URL``, as the Flask version understood it.
-
-    ``sqlite:///relative.db`` is relative to the working directory (returned as is),
-    ``sqlite:////absolute/path.db`` is absolute, ``sqlite://`` and ``sqlite:///:memory:``
-    are an in-memory database. Anything else raises ``ValueError``.
-    """
-    prefix = "sqlite:///"
-    if url.strip() in ("sqlite://", "sqlite:///:memory:"):
-        return MEMORY
-    if not url.startswith(prefix):
-        raise ValueError(
-            f"DATABASE_URL {url!r} is not supported: use sqlite:///relative/path.db "
-            "or sqlite:////absolute/path.db"
-        )
-    path = url[len(prefix) :]
-    if not path or "?" in path:
-        raise ValueError(
-            f"DATABASE_URL {url!r} must name a file, e.g. sqlite:///robocam.db "
-            "(query parameters are not supported)"
-        )
-    return path
-
-
-def locate_database(environ: Mapping[str, str], cwd: Path) -> str:
-    """The database path the daemon uses when no ``--database`` option is given.
-
-    ``DATABASE_URL`` from ``environ`` (the process environment), else from ``.env`` in
-    ``cwd``, else ``robocam.db``. Raises ``ValueError`` for an unusable ``DATABASE_URL``.
-    """
-    url = environ.get("DATABASE_URL") or dotenv_values(cwd / ".env").get("DATABASE_URL")
-    if not url:
-        return DEFAULT_DATABASE
-    return database_path_from_url(url)
+_THREAD_NAME: Final = "camproxy-db"
 
 
 def as_deferred(
@@ -97,195 +81,34 @@ def as_deferred(
     return wrapper
 
 
-def schema_scripts() -> list[str]:
-    """The upgrade scripts in order: item ``i`` upgrades version ``i`` to ``i + 1``."""
-    found: dict[int, str] = {}
-    for entry in resources.files("camproxy.accounts").joinpath("schema").iterdir():
-        match = _SCRIPT_NAME.fullmatch(entry.name)
-        if match:
-            found[int(match.group(1))] = entry.read_text(encoding="utf-8")
-    versions = sorted(found)
-    if versions != list(range(1, len(versions) + 1)):
-        raise RuntimeError(
-            f"schema scripts must be numbered 001, 002, ... without gaps: {versions}"
-        )
-    return [found[version] for version in versions]
+def locate(setting: str | DatabaseLocation) -> DatabaseLocation:
+    """A ``Config.database`` value (a path or a URL) as a location."""
+    if isinstance(setting, DatabaseLocation):
+        return setting
+    return parse_location(setting, source="--database")
 
 
-def _flask_import_script() -> str:
-    return (
-        resources.files("camproxy.accounts")
-        .joinpath("schema")
-        .joinpath(_FLASK_IMPORT)
-        .read_text("utf-8")
-    )
-
-
-def _statements(script: str) -> Iterator[str]:
-    """Split ``script`` into statements, as ``sqlite3.complete_statement`` sees them."""
-    pending: list[str] = []
-    for line in script.splitlines(keepends=True):
-        pending.append(line)
-        text = "".join(pending)
-        if sqlite3.complete_statement(text):
-            yield text
-            pending.clear()
-    rest = [line for line in pending if line.strip() and not line.strip().startswith("--")]
-    if rest:
-        raise RuntimeError(f"schema script ends inside a statement: {''.join(rest)!r}")
-
-
-def _run_script(cursor: sqlite3.Cursor, script: str) -> None:
-    # Not executescript(): it would commit the transaction this script must run in.
-    for statement in _statements(script):
-        cursor.execute(statement)
-
-
-def _prepare_connection(connection: sqlite3.Connection) -> None:
-    """Per-connection settings; ``adbapi`` calls this in the pool's thread."""
-    try:
-        connection.row_factory = sqlite3.Row
-        connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
-        connection.execute("PRAGMA foreign_keys = ON")
-        connection.execute("PRAGMA journal_mode = WAL").fetchone()
-    except BaseException:
-        # adbapi only keeps connections that opened fully; close this one ourselves.
-        connection.close()
-        raise
-
-
-def _user_version(cursor: sqlite3.Cursor) -> int:
-    version = cursor.execute("PRAGMA user_version").fetchone()[0]
-    return int(version)
-
-
-def _user_tables(cursor: sqlite3.Cursor) -> set[str]:
-    rows = cursor.execute(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite%'"
-    )
-    return {str(row[0]).lower() for row in rows}
-
-
-def _columns(cursor: sqlite3.Cursor, table: str) -> set[str]:
-    return {str(row[1]).lower() for row in cursor.execute(f"PRAGMA table_info({table})")}
-
-
-def _is_flask_database(cursor: sqlite3.Cursor) -> bool:
-    return "users" in _user_tables(cursor) and "password" in _columns(cursor, "users")
-
-
-def _import_flask_users(cursor: sqlite3.Cursor, path: str, initial: str) -> list[str]:
-    """Turn a Flask-version database into schema version 1; return notes for the log."""
-    clashes = cursor.execute(
-        "SELECT group_concat(username, ', ') FROM users "
-        "GROUP BY username COLLATE NOCASE HAVING count(*) > 1"
-    ).fetchall()
-    if clashes:
-        names = "; ".join(str(row[0]) for row in clashes)
-        raise DatabaseError(
-            f"cannot upgrade the Flask database {path}: user names now ignore case, and these "
-            f"differ only in case: {names}; rename or delete all but one of each with sqlite3 first"
-        )
-    legacy_columns = _columns(cursor, "users")
-    cursor.execute("ALTER TABLE users RENAME TO flask_users")
-    if "is_admin" not in legacy_columns:
-        cursor.execute("ALTER TABLE flask_users ADD COLUMN is_admin BOOLEAN")
-    cursor.execute("DROP TABLE IF EXISTS alembic_version")
-    _run_script(cursor, initial)
-    try:
-        _run_script(cursor, _flask_import_script())
-    except sqlite3.Error as problem:
-        raise DatabaseError(f"cannot upgrade the Flask database {path}: {problem}") from problem
-    users, admins = cursor.execute(
-        "SELECT count(*), coalesce(sum(is_admin), 0) FROM users"
-    ).fetchone()
-    notes = [f"upgraded the Flask database {path}: {users} users kept, {admins} of them admins"]
-    if users and not admins:
-        notes.append(
-            "no user is an admin now (the Flask version never stored the admin flag); "
-            "make one with: camproxy user promote NAME"
-        )
-    return notes
-
-
-def _upgrade(connection: adbapi.Connection, path: str, scripts: list[str]) -> list[str]:
-    """Bring the schema to ``len(scripts)``, one transaction per step; return log notes."""
-    latest = len(scripts)
-    notes: list[str] = []
-    cursor = connection.cursor()
-    try:
-        if _user_version(cursor) == latest:
-            return notes
-        while True:
-            # IMMEDIATE: a second process opening the same file waits here, then sees
-            # the version this one wrote instead of upgrading twice.
-            cursor.execute("BEGIN IMMEDIATE")
-            try:
-                version = _user_version(cursor)
-                if version > latest:
-                    raise DatabaseError(
-                        f"{path} has schema version {version}, newer than this CamProxy "
-                        f"knows ({latest}); upgrade CamProxy"
-                    )
-                if version == latest:
-                    cursor.execute("COMMIT")
-                    return notes
-                if version == 0 and _user_tables(cursor):
-                    if not _is_flask_database(cursor):
-                        raise DatabaseError(
-                            f"{path} is not a CamProxy database: it has tables "
-                            f"({', '.join(sorted(_user_tables(cursor)))}) but no schema version"
-                        )
-                    notes += _import_flask_users(cursor, path, scripts[0])
-                else:
-                    _run_script(cursor, scripts[version])
-                cursor.execute(f"PRAGMA user_version = {version + 1:d}")
-                cursor.execute("COMMIT")
-            except BaseException:
-                if cursor.connection.in_transaction:
-                    cursor.execute("ROLLBACK")
-                raise
-    finally:
-        cursor.close()
-
-
-def _transaction(
-    connection: adbapi.Connection,
-    begin: str,
-    function: Callable[Concatenate[sqlite3.Cursor, P], T],
-    *args: P.args,
-    **kwargs: P.kwargs,
-) -> T:
-    cursor = connection.cursor()
-    try:
-        cursor.execute(begin)
-        try:
-            result = function(cursor, *args, **kwargs)
-        except BaseException:
-            if cursor.connection.in_transaction:
-                cursor.execute("ROLLBACK")
-            raise
-        cursor.execute("COMMIT")
-        return result
-    finally:
-        cursor.close()
-
-
-def check_not_in_use(path: str) -> None:
-    """Fail with ``DatabaseInUse`` if a live daemon holds ``path``'s lock right now.
+def check_not_in_use(setting: str | DatabaseLocation) -> None:
+    """Fail with ``DatabaseInUse`` if a live daemon holds this SQLite file's lock now.
 
     A probe only: the daemon takes the lock itself when it starts (after twistd has
-    daemonized, so the lock names the process that keeps running).
+    daemonized, so the lock names the process that keeps running). PostgreSQL
+    databases and memory have no lock: several daemons share one PostgreSQL.
     """
-    if path == MEMORY:
-        return
-    _claim(path).unlock()
+    path = locate(setting).path
+    # A missing directory is Database.open's to report, with the rest of what it finds.
+    if path is not None and path != MEMORY and os.path.isdir(os.path.dirname(path) or "."):
+        _claim(path).unlock()
 
 
 def _claim(path: str) -> FilesystemLock:
     lock_path = os.path.realpath(path) + ".lock"
     lock = FilesystemLock(lock_path)
-    if not lock.lock():
+    try:
+        locked = lock.lock()
+    except OSError as problem:
+        raise DatabaseError(f"cannot lock {path} ({lock_path}): {problem.strerror}") from None
+    if not locked:
         try:
             owner = f"pid {os.readlink(lock_path)}"
         except OSError:
@@ -299,111 +122,189 @@ def _claim(path: str) -> FilesystemLock:
 class Database:
     """An open CamProxy database. Make one with ``Database.open``; ``close`` it at the end.
 
-    ``read`` and ``write`` run a function with a ``sqlite3.Cursor`` in the database
-    thread, inside one transaction, and return a ``Deferred`` of its result. Rows are
-    ``sqlite3.Row``.
+    ``read`` and ``write`` run a function with a SQLAlchemy ``Connection`` in the query
+    thread pool, inside one transaction, and return a ``Deferred`` of its result; driver
+    errors become ``DatabaseError`` (``DatabaseUnavailable`` when the database cannot
+    be reached), with one-line messages that never show a password.
     """
 
     log = Logger()
 
-    def __init__(self, pool: adbapi.ConnectionPool, path: str, lock: FilesystemLock | None) -> None:
+    def __init__(self, reactor: Any, engine: Engine, location: DatabaseLocation) -> None:
         """Use ``Database.open`` instead: this skips the schema upgrade."""
-        self._pool = pool
-        self._path = path
-        self._lock = lock
+        self._reactor = reactor
+        self._engine = engine
+        self._location = location
+        threads = 1 if location.is_sqlite else POSTGRESQL_THREADS
+        self._pool = ThreadPool(minthreads=0, maxthreads=threads, name=_THREAD_NAME)
+        self._lock: FilesystemLock | None = None
+        self._shutdown: Any = None
         self._closed = False
 
     @classmethod
-    def open(cls, reactor: Any, path: str, *, exclusive: bool = False) -> Deferred[Database]:
-        """Open (creating or upgrading as needed) the database file at ``path``.
+    def open(cls, reactor: Any, setting: str | DatabaseLocation) -> Database:
+        """Open the database, creating it or upgrading its schema as needed. Blocks.
 
-        ``reactor`` runs the pool's thread; ``":memory:"`` gives a private in-memory
-        database. With ``exclusive`` a lock file beside the database (``PATH.lock``,
-        holding this process id) makes a second daemon fail with ``DatabaseInUse``
-        instead of sharing the file; the user command-line tools do not take it.
-        Fails with ``DatabaseError`` for a file that is not ours or is too new.
+        ``setting`` is a SQLite path (``":memory:"`` for a private in-memory database)
+        or a ``postgresql://`` URL, or a parsed ``DatabaseLocation``; ``reactor`` will
+        run the results of queries. No thread is started and, but for ``":memory:"``, no
+        connection is left open: call :meth:`start` once the reactor runs (or is about
+        to) for queries to run. Fails with ``DatabaseError``: a file that is not
+        ours or is newer than this CamProxy, a failed upgrade, a server that cannot be
+        reached, a wrong password.
         """
-        return Deferred.fromCoroutine(cls._open(reactor, path, exclusive))
-
-    @classmethod
-    async def _open(cls, reactor: Any, path: str, exclusive: bool) -> Database:
-        scripts = schema_scripts()
-        lock = _claim(path) if exclusive and path != MEMORY else None
-        pool = adbapi.ConnectionPool(
-            "sqlite3",
-            path,
-            check_same_thread=False,
-            # Autocommit at the driver level: this module issues BEGIN and COMMIT itself.
-            isolation_level=None,
-            cp_min=1,
-            cp_max=1,
-            cp_openfun=_prepare_connection,
-            cp_reactor=reactor,
-        )
+        location = locate(setting)
+        engine = make_engine(location)
         try:
-            notes = await pool.runWithConnection(_upgrade, path, scripts)
+            notes = migrate.upgrade(engine, location)
+        except DBAPIError as problem:
+            engine.dispose()
+            reason = describe(problem, location)
+            raise CannotOpen(
+                f"cannot open the database {location.display}: {reason}", reason
+            ) from None
         except BaseException:
-            pool.close()
-            if lock is not None:
-                lock.unlock()
+            engine.dispose()
             raise
+        if not location.is_memory:
+            # Nothing open may cross twistd's fork; the pool reconnects when first used.
+            engine.dispose()
         for note in notes:
             cls.log.warn("{note}", note=note)
-        return cls(pool, path, lock)
+        return cls(reactor, engine, location)
+
+    @property
+    def location(self) -> DatabaseLocation:
+        """Where this database is."""
+        return self._location
 
     @property
     def path(self) -> str:
-        """The file this database was opened from."""
-        return self._path
+        """The SQLite file (or ``":memory:"``), or the URL without its password."""
+        return self._location.display
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine (for tests and tools; the stores use ``read``/``write``)."""
+        return self._engine
+
+    def start(self) -> None:
+        """Start the query threads; queries issued earlier wait for them. Idempotent."""
+        if self._pool.started or self._closed:
+            return
+        self._pool.start()
+        # A process that never calls close (a test, a command) still stops its threads.
+        self._shutdown = self._reactor.addSystemEventTrigger("after", "shutdown", self._at_shutdown)
+
+    def _at_shutdown(self) -> None:
+        self._shutdown = None  # fired: nothing to remove
+        self.close()
+
+    def claim(self) -> None:
+        """Take the SQLite file's lock for this process, for as long as it stays open.
+
+        ``DatabaseInUse`` if a live daemon holds it; a lock left by a dead process is
+        taken over. Nothing to do for memory or PostgreSQL.
+        """
+        if self._lock is None and self._location.is_file:
+            assert self._location.path is not None
+            self._lock = _claim(self._location.path)
 
     def read(
         self,
-        function: Callable[Concatenate[sqlite3.Cursor, P], T],
+        function: Callable[Concatenate[Connection, P], T],
         *args: P.args,
         **kwargs: P.kwargs,
     ) -> Deferred[T]:
-        """Run ``function(cursor, *args, **kwargs)`` in one read transaction."""
-        return self._run("BEGIN", function, *args, **kwargs)
+        """Run ``function(connection, *args, **kwargs)`` in one read transaction."""
+        return self._run(False, function, *args, **kwargs)
 
     def write(
         self,
-        function: Callable[Concatenate[sqlite3.Cursor, P], T],
+        function: Callable[Concatenate[Connection, P], T],
         *args: P.args,
         **kwargs: P.kwargs,
     ) -> Deferred[T]:
-        """Run ``function(cursor, *args, **kwargs)`` in one write transaction.
+        """Run ``function(connection, *args, **kwargs)`` in one write transaction.
 
         The write lock is taken at the start, so what ``function`` reads stays true
         until it commits; an exception rolls everything back and fails the Deferred.
         """
-        return self._run("BEGIN IMMEDIATE", function, *args, **kwargs)
+        return self._run(True, function, *args, **kwargs)
+
+    def read_now(
+        self,
+        function: Callable[Concatenate[Connection, P], T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """``read``, blocking the calling thread: for the start, before the reactor runs."""
+        return self._transaction(False, function, *args, **kwargs)
+
+    def write_now(
+        self,
+        function: Callable[Concatenate[Connection, P], T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """``write``, blocking the calling thread: for the start, before the reactor runs."""
+        return self._transaction(True, function, *args, **kwargs)
+
+    def release_connections(self) -> None:
+        """Close pooled connections (not ``":memory:"``'s); new ones open when needed.
+
+        For the daemon after its start-up work, before twistd forks.
+        """
+        if not self._location.is_memory:
+            self._engine.dispose()
 
     def _run(
         self,
-        begin: str,
-        function: Callable[Concatenate[sqlite3.Cursor, P], T],
+        write: bool,
+        function: Callable[Concatenate[Connection, P], T],
         *args: P.args,
         **kwargs: P.kwargs,
     ) -> Deferred[T]:
         if self._closed:
-            return fail(DatabaseError(f"the database {self._path} is closed"))
-        result: Deferred[T] = self._pool.runWithConnection(
-            _transaction, begin, function, *args, **kwargs
-        )
+            return fail(DatabaseError(f"the database {self.path} is closed"))
+
+        def work() -> T:
+            return self._transaction(write, function, *args, **kwargs)
+
+        result: Deferred[T] = deferToThreadPool(self._reactor, self._pool, work)
         return result
 
+    def _transaction(
+        self,
+        write: bool,
+        function: Callable[Concatenate[Connection, P], T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        try:
+            with self._engine.connect() as connection, transaction(connection, write=write):
+                return function(connection, *args, **kwargs)
+        except DBAPIError as problem:
+            raise database_error(problem, self._location) from problem
+
     def schema_version(self) -> Deferred[int]:
-        """The database's ``PRAGMA user_version``."""
-        return self.read(_user_version)
+        """The schema version the database is at."""
+        return self.read(lambda connection: migrate.schema_version(migrate.read_state(connection)))
 
     def close(self) -> None:
-        """Wait for running queries, close the connection and stop the thread.
+        """Wait for running queries, stop the threads, close the connections, unlock.
 
         Safe to call twice; queries issued afterwards fail with ``DatabaseError``.
         """
         if self._closed:
             return
         self._closed = True
-        self._pool.close()
+        if self._shutdown is not None:
+            self._reactor.removeSystemEventTrigger(self._shutdown)
+            self._shutdown = None
+        if self._pool.started:
+            self._pool.stop()
+        self._engine.dispose()
         if self._lock is not None:
             self._lock.unlock()
+            self._lock = None

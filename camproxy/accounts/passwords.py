@@ -73,6 +73,12 @@ class IPasswordHasher(Interface):
         Never fails: an empty or over-long password, or a malformed hash, is False.
         """
 
+    def hash_now(password: str) -> str:
+        """``hash``, blocking the calling thread: for the daemon's start, before the
+        reactor runs (nothing is served then, so nothing waits). ``BadPassword`` as
+        ``hash``.
+        """
+
 
 def _bcrypt_hash(secret: bytes, rounds: int) -> str:
     return bcrypt.hashpw(secret, bcrypt.gensalt(rounds)).decode("ascii")
@@ -110,6 +116,13 @@ class BcryptHasher:
         pool = self.reactor.getThreadPool()
         return deferToThreadPool(self.reactor, pool, _bcrypt_hash, secret, self.rounds)
 
+    def hash_now(self, password: str) -> str:
+        """See ``IPasswordHasher.hash_now``."""
+        secret = _encode(password)
+        if secret is None:
+            raise BadPassword("the password must be 1 to 72 bytes long in UTF-8")
+        return _bcrypt_hash(secret, self.rounds)
+
     def verify(self, password: str, hashed: str) -> Deferred[bool]:
         """See ``IPasswordHasher.verify``."""
         secret = _encode(password)
@@ -129,11 +142,18 @@ class FastHasher:
 
     def hash(self, password: str) -> Deferred[str]:
         """See ``IPasswordHasher.hash``."""
+        try:
+            return succeed(self.hash_now(password))
+        except BadPassword as problem:
+            return fail(problem)
+
+    def hash_now(self, password: str) -> str:
+        """See ``IPasswordHasher.hash_now``."""
         secret = _encode(password)
         if secret is None:
-            return fail(BadPassword("the password must be 1 to 72 bytes long in UTF-8"))
+            raise BadPassword("the password must be 1 to 72 bytes long in UTF-8")
         salt = secrets.token_hex(8)
-        return succeed(f"fake${salt}${hashlib.sha256(salt.encode() + secret).hexdigest()}")
+        return f"fake${salt}${hashlib.sha256(salt.encode() + secret).hexdigest()}"
 
     def verify(self, password: str, hashed: str) -> Deferred[bool]:
         """See ``IPasswordHasher.verify``."""

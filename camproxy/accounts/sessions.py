@@ -1,4 +1,4 @@
-"""Login sessions, stored in SQLite so that they survive a restart of the daemon.
+"""Login sessions, stored in the database so that they survive a restart of the daemon.
 
 A session id is ``secrets.token_urlsafe(32)`` (256 random bits) and goes into the
 cookie; the database keeps only its SHA-256, so a copy of the database file yields no
@@ -10,34 +10,48 @@ daemon learns of it by polling ``alive``.
 
 from __future__ import annotations
 
-import hashlib
 import secrets
-import sqlite3
 from collections.abc import Iterable
 from typing import Final
 
 import attrs
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 
 from camproxy.accounts.database import Database
+from camproxy.accounts.hashedkeys import among, hashed, plausible, present
+from camproxy.accounts.tables import sessions, users
 from camproxy.accounts.users import UnknownUser
 
 DEFAULT_LIFETIME: Final = 86400.0
 # token_urlsafe(32) is 43 characters; anything far longer is not one of ours.
 _MAX_ID_CHARS: Final = 128
-# SQLite limits the number of ? in one statement (999 before 3.32).
-_ALIVE_BATCH: Final = 500
 
-_SELECT_SESSION: Final = (
-    "SELECT s.user_id, s.created_at, s.expires_at,"
-    " u.username, u.is_admin, u.can_control, u.active"
-    " FROM sessions AS s JOIN users AS u ON u.id = s.user_id"
-    " WHERE s.id_hash = ?"
-)
-_SELECT_ALIVE: Final = (
-    "SELECT s.id_hash FROM sessions AS s JOIN users AS u ON u.id = s.user_id"
-    " WHERE s.expires_at > ? AND u.active = 1"
+_JOINED: Final = sessions.join(users, users.c.id == sessions.c.user_id)
+_SELECT_SESSION: Final = sa.select(
+    sessions.c.user_id,
+    sessions.c.created_at,
+    sessions.c.expires_at,
+    users.c.username,
+    users.c.is_admin,
+    users.c.can_control,
+    users.c.active,
+).select_from(_JOINED)
+
+
+# Built once with bind parameters, so that SQLAlchemy compiles each once: the daemon runs
+# them for every request and every few seconds.
+_LOOKUP: Final = _SELECT_SESSION.where(sessions.c.id_hash == sa.bindparam("key"))
+_ALIVE: Final = (
+    sa.select(sessions.c.id_hash)
+    .select_from(_JOINED)
+    .where(
+        among(sessions.c.id_hash),
+        sessions.c.expires_at > sa.bindparam("now"),
+        users.c.active == sa.true(),
+    )
 )
 
 
@@ -60,61 +74,43 @@ class Session:
         return self.is_admin or self.can_control
 
 
-def _key(session_id: str) -> str:
-    return hashlib.sha256(session_id.encode("utf-8", "surrogatepass")).hexdigest()
-
-
 def _plausible(session_id: object) -> bool:
-    return isinstance(session_id, str) and 0 < len(session_id) <= _MAX_ID_CHARS
+    return plausible(session_id, max_chars=_MAX_ID_CHARS)
 
 
-def _insert(cursor: sqlite3.Cursor, key: str, user_id: str, now: float, expires_at: float) -> None:
-    row = cursor.execute("SELECT active FROM users WHERE id = ?", (user_id,)).fetchone()
-    if row is None or not row["active"]:
+def _insert(connection: Connection, key: str, user_id: str, now: float, expires_at: float) -> None:
+    active = connection.scalar(sa.select(users.c.active).where(users.c.id == user_id))
+    if not active:
         raise UnknownUser(f"no active user with id {user_id!r}")
-    cursor.execute(
-        "INSERT INTO sessions (id_hash, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
-        (key, user_id, now, expires_at),
+    connection.execute(
+        sa.insert(sessions).values(
+            id_hash=key, user_id=user_id, created_at=now, expires_at=expires_at
+        )
     )
 
 
-def _lookup(cursor: sqlite3.Cursor, session_id: str, now: float) -> Session | None:
-    row = cursor.execute(_SELECT_SESSION, (_key(session_id),)).fetchone()
-    if row is None or row["expires_at"] <= now or not row["active"]:
+def _lookup(connection: Connection, session_id: str, now: float) -> Session | None:
+    row = connection.execute(_LOOKUP, {"key": hashed(session_id)}).first()
+    if row is None or row.expires_at <= now or not row.active:
         return None
     return Session(
         id=session_id,
-        user_id=row["user_id"],
-        created_at=row["created_at"],
-        expires_at=row["expires_at"],
-        username=row["username"],
-        is_admin=bool(row["is_admin"]),
-        can_control=bool(row["can_control"]),
+        user_id=row.user_id,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        username=row.username,
+        is_admin=bool(row.is_admin),
+        can_control=bool(row.can_control),
         active=True,
     )
 
 
-def _delete_one(cursor: sqlite3.Cursor, key: str) -> bool:
-    return cursor.execute("DELETE FROM sessions WHERE id_hash = ?", (key,)).rowcount > 0
+def _delete(connection: Connection, condition: sa.ColumnElement[bool]) -> int:
+    return connection.execute(sa.delete(sessions).where(condition)).rowcount
 
 
-def _delete_for_user(cursor: sqlite3.Cursor, user_id: str) -> int:
-    return cursor.execute("DELETE FROM sessions WHERE user_id = ?", (user_id,)).rowcount
-
-
-def _delete_expired(cursor: sqlite3.Cursor, now: float) -> int:
-    return cursor.execute("DELETE FROM sessions WHERE expires_at <= ?", (now,)).rowcount
-
-
-def _alive_keys(cursor: sqlite3.Cursor, keys: list[str], now: float) -> set[str]:
-    alive: set[str] = set()
-    for start in range(0, len(keys), _ALIVE_BATCH):
-        batch = keys[start : start + _ALIVE_BATCH]
-        marks = ", ".join("?" * len(batch))
-        query = f"{_SELECT_ALIVE} AND s.id_hash IN ({marks})"
-        rows = cursor.execute(query, (now, *batch))
-        alive.update(row[0] for row in rows)
-    return alive
+def _alive_keys(connection: Connection, keys: list[str], now: float) -> set[str]:
+    return present(connection, _ALIVE, keys, now=now)
 
 
 class SessionStore:
@@ -141,7 +137,7 @@ class SessionStore:
         """
         session_id = secrets.token_urlsafe(32)
         now = self._clock.seconds()
-        d = self._db.write(_insert, _key(session_id), user_id, now, now + self.lifetime)
+        d = self._db.write(_insert, hashed(session_id), user_id, now, now + self.lifetime)
         return d.addCallback(lambda _: session_id)
 
     def lookup(self, session_id: str) -> Deferred[Session | None]:
@@ -157,11 +153,12 @@ class SessionStore:
         """End one session (logout); True if it existed."""
         if not _plausible(session_id):
             return succeed(False)
-        return self._db.write(_delete_one, _key(session_id))
+        d = self._db.write(_delete, sessions.c.id_hash == hashed(session_id))
+        return d.addCallback(lambda deleted: deleted > 0)
 
     def end_all_for_user(self, user_id: str) -> Deferred[int]:
         """End every session of a user; how many there were."""
-        return self._db.write(_delete_for_user, user_id)
+        return self._db.write(_delete, sessions.c.user_id == user_id)
 
     def alive(self, session_ids: Iterable[str]) -> Deferred[set[str]]:
         """Which of ``session_ids`` are still valid, as ``lookup`` would judge them.
@@ -169,7 +166,7 @@ class SessionStore:
         For the daemon's periodic check: it closes the sockets of sessions that were
         ended, expired, or whose user was disabled, deleted or given a new password.
         """
-        by_key = {_key(sid): sid for sid in set(session_ids) if _plausible(sid)}
+        by_key = {hashed(sid): sid for sid in set(session_ids) if _plausible(sid)}
         if not by_key:
             return succeed(set())
         d = self._db.read(_alive_keys, list(by_key), self._clock.seconds())
@@ -177,4 +174,4 @@ class SessionStore:
 
     def purge_expired(self) -> Deferred[int]:
         """Delete expired sessions; how many. Worth calling now and then (hourly, say)."""
-        return self._db.write(_delete_expired, self._clock.seconds())
+        return self._db.write(_delete, sessions.c.expires_at <= self._clock.seconds())

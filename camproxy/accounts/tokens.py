@@ -15,19 +15,22 @@ key cascades), a new password leaves it alone. Revoking a token deletes its row.
 from __future__ import annotations
 
 import builtins
-import hashlib
 import re
 import secrets
-import sqlite3
 import uuid
 from collections.abc import Iterable
-from typing import Final
+from typing import Any, Final
 
 import attrs
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 
+from camproxy.accounts.cameras import limit_token
 from camproxy.accounts.database import Database, as_deferred
+from camproxy.accounts.hashedkeys import among, hashed, plausible, present
+from camproxy.accounts.tables import api_tokens, name_order, same_name, users
 from camproxy.accounts.users import AccountError, UnknownUser
 
 TOKEN_PREFIX: Final = "cpx_"  # noqa: S105 (a marker, not a secret)
@@ -43,22 +46,45 @@ LAST_USED_RESOLUTION: Final = 60.0
 _NAME: Final = re.compile(r"[A-Za-z0-9._@](?:[A-Za-z0-9._@ -]{0,48}[A-Za-z0-9._@-])?")
 # Ours are 47 characters; anything far longer is not one of ours.
 _MAX_SECRET_CHARS: Final = 128
-# SQLite limits the number of ? in one statement (999 before 3.32).
-_ALIVE_BATCH: Final = 500
 
-_SELECT_ROWS: Final = (
-    "SELECT t.id, t.user_id, u.username, t.name, t.scope, t.prefix, t.created_at,"
-    " t.last_used_at FROM api_tokens AS t JOIN users AS u ON u.id = t.user_id"
+_JOINED: Final = api_tokens.join(users, users.c.id == api_tokens.c.user_id)
+_SELECT_ROWS: Final = sa.select(
+    api_tokens.c.id,
+    api_tokens.c.user_id,
+    users.c.username,
+    api_tokens.c.name,
+    api_tokens.c.scope,
+    api_tokens.c.prefix,
+    api_tokens.c.created_at,
+    api_tokens.c.last_used_at,
+).select_from(_JOINED)
+_ORDER: Final = (
+    name_order(users.c.username),
+    name_order(api_tokens.c.name),
+    api_tokens.c.created_at,
 )
-_ORDER: Final = " ORDER BY u.username COLLATE NOCASE, t.name, t.created_at"
-_SELECT_GRANT: Final = (
-    "SELECT t.id, t.name, t.scope, t.last_used_at, t.user_id,"
-    " u.username, u.is_admin, u.can_control, u.active"
-    " FROM api_tokens AS t JOIN users AS u ON u.id = t.user_id"
-    " WHERE t.token_hash = ?"
+_SELECT_GRANT: Final = sa.select(
+    api_tokens.c.id,
+    api_tokens.c.name,
+    api_tokens.c.scope,
+    api_tokens.c.last_used_at,
+    api_tokens.c.user_id,
+    users.c.username,
+    users.c.is_admin,
+    users.c.can_control,
+    users.c.active,
+).select_from(_JOINED)
+# Built once with bind parameters (see sessions.py): run for every request with a token.
+_GRANT: Final = _SELECT_GRANT.where(api_tokens.c.token_hash == sa.bindparam("key"))
+_TOUCH: Final = (
+    sa.update(api_tokens)
+    .where(api_tokens.c.id == sa.bindparam("token_id"))
+    .values(last_used_at=sa.bindparam("now"))
 )
-_SELECT_ALIVE: Final = (
-    "SELECT t.id FROM api_tokens AS t JOIN users AS u ON u.id = t.user_id WHERE u.active = 1"
+_ALIVE: Final = (
+    sa.select(api_tokens.c.id)
+    .select_from(_JOINED)
+    .where(among(api_tokens.c.id), users.c.active == sa.true())
 )
 
 
@@ -140,50 +166,50 @@ class TokenGrant:
         return self.scope == CONTROL and (self.is_admin or self.can_control)
 
 
-def _key(secret: str) -> str:
-    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
-
-
 def _plausible(secret: object) -> bool:
-    return (
-        isinstance(secret, str)
-        and secret.startswith(TOKEN_PREFIX)
-        and len(secret) <= _MAX_SECRET_CHARS
-    )
+    return plausible(secret, max_chars=_MAX_SECRET_CHARS, prefix=TOKEN_PREFIX)
 
 
-def _token(row: sqlite3.Row) -> ApiToken:
+def _token(row: Any) -> ApiToken:
     return ApiToken(
-        id=row["id"],
-        user_id=row["user_id"],
-        username=row["username"],
-        name=row["name"],
-        scope=row["scope"],
-        prefix=row["prefix"],
-        created_at=row["created_at"],
-        last_used_at=row["last_used_at"],
+        id=row.id,
+        user_id=row.user_id,
+        username=row.username,
+        name=row.name,
+        scope=row.scope,
+        prefix=row.prefix,
+        created_at=row.created_at,
+        last_used_at=row.last_used_at,
     )
 
 
-def _user(cursor: sqlite3.Cursor, username: str) -> tuple[str, str]:
+def _user(connection: Connection, username: str) -> tuple[str, str]:
     """The id and stored name of the user ``username`` (ignoring case)."""
-    row = cursor.execute(
-        "SELECT id, username FROM users WHERE username = ?", (username,)
-    ).fetchone()
+    query = sa.select(users.c.id, users.c.username).where(same_name(users.c.username, username))
+    row = connection.execute(query).first()
     if row is None:
         raise UnknownUser(f"no user named {username!r}")
-    return row["id"], row["username"]
+    return row.id, row.username
 
 
 def _insert(
-    cursor: sqlite3.Cursor, username: str, name: str, scope: str, key: str, prefix: str, now: float
+    connection: Connection,
+    username: str,
+    name: str,
+    scope: str,
+    key: str,
+    prefix: str,
+    now: float,
+    cameras: tuple[str, ...] = (),
 ) -> ApiToken:
-    user_id, stored_username = _user(cursor, username)
-    existing = cursor.execute(
-        "SELECT name FROM api_tokens WHERE user_id = ? AND name = ?", (user_id, name)
-    ).fetchone()
+    user_id, stored_username = _user(connection, username)
+    existing = connection.scalar(
+        sa.select(api_tokens.c.name).where(
+            api_tokens.c.user_id == user_id, same_name(api_tokens.c.name, name)
+        )
+    )
     if existing is not None:
-        raise TokenExists(f"{stored_username!r} has a token named {existing['name']!r} already")
+        raise TokenExists(f"{stored_username!r} has a token named {existing!r} already")
     token = ApiToken(
         id=str(uuid.uuid4()),
         user_id=user_id,
@@ -194,73 +220,75 @@ def _insert(
         created_at=now,
         last_used_at=None,
     )
-    cursor.execute(
-        "INSERT INTO api_tokens (id, user_id, name, scope, token_hash, prefix, created_at,"
-        " last_used_at) VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
-        (token.id, user_id, name, scope, key, prefix, now),
+    connection.execute(
+        sa.insert(api_tokens).values(
+            id=token.id,
+            user_id=user_id,
+            name=name,
+            scope=scope,
+            token_hash=key,
+            prefix=prefix,
+            created_at=now,
+            last_used_at=None,
+        )
     )
+    if cameras:
+        limit_token(connection, token.id, cameras)
     return token
 
 
-def _grant(cursor: sqlite3.Cursor, key: str) -> tuple[TokenGrant, float | None] | None:
-    row = cursor.execute(_SELECT_GRANT, (key,)).fetchone()
-    if row is None or not row["active"]:
+def _grant(connection: Connection, key: str) -> tuple[TokenGrant, float | None] | None:
+    row = connection.execute(_GRANT, {"key": key}).first()
+    if row is None or not row.active:
         return None
     grant = TokenGrant(
-        token_id=row["id"],
-        token_name=row["name"],
-        scope=row["scope"],
-        user_id=row["user_id"],
-        username=row["username"],
-        is_admin=bool(row["is_admin"]),
-        can_control=bool(row["can_control"]),
+        token_id=row.id,
+        token_name=row.name,
+        scope=row.scope,
+        user_id=row.user_id,
+        username=row.username,
+        is_admin=bool(row.is_admin),
+        can_control=bool(row.can_control),
     )
-    return grant, row["last_used_at"]
+    return grant, row.last_used_at
 
 
-def _touch(cursor: sqlite3.Cursor, token_id: str, now: float) -> bool:
+def _touch(connection: Connection, token_id: str, now: float) -> bool:
     """Record a use; False if the token was revoked since it was looked up."""
-    updated = cursor.execute(
-        "UPDATE api_tokens SET last_used_at = ? WHERE id = ?", (now, token_id)
-    ).rowcount
-    return updated > 0
+    return connection.execute(_TOUCH, {"token_id": token_id, "now": now}).rowcount > 0
 
 
-def _list(cursor: sqlite3.Cursor, username: str | None) -> list[ApiToken]:
-    if username is None:
-        rows = cursor.execute(_SELECT_ROWS + _ORDER)
-    else:
-        user_id, _ = _user(cursor, username)
-        rows = cursor.execute(_SELECT_ROWS + " WHERE t.user_id = ?" + _ORDER, (user_id,))
-    return [_token(row) for row in rows]
+def _list(connection: Connection, username: str | None) -> list[ApiToken]:
+    query = _SELECT_ROWS
+    if username is not None:
+        user_id, _ = _user(connection, username)
+        query = query.where(api_tokens.c.user_id == user_id)
+    return [_token(row) for row in connection.execute(query.order_by(*_ORDER))]
 
 
-def _by_id(cursor: sqlite3.Cursor, token_id: str) -> ApiToken | None:
-    row = cursor.execute(_SELECT_ROWS + " WHERE t.id = ?", (token_id,)).fetchone()
+def _by_id(connection: Connection, token_id: str) -> ApiToken | None:
+    row = connection.execute(_SELECT_ROWS.where(api_tokens.c.id == token_id)).first()
     return None if row is None else _token(row)
 
 
-def _revoke(cursor: sqlite3.Cursor, username: str, name: str) -> None:
-    user_id, stored_username = _user(cursor, username)
-    deleted = cursor.execute(
-        "DELETE FROM api_tokens WHERE user_id = ? AND name = ?", (user_id, name)
+def _revoke(connection: Connection, username: str, name: str) -> None:
+    user_id, stored_username = _user(connection, username)
+    deleted = connection.execute(
+        sa.delete(api_tokens).where(
+            api_tokens.c.user_id == user_id, same_name(api_tokens.c.name, name)
+        )
     ).rowcount
     if not deleted:
         raise UnknownToken(f"{stored_username!r} has no token named {name!r}")
 
 
-def _revoke_by_id(cursor: sqlite3.Cursor, token_id: str) -> bool:
-    return cursor.execute("DELETE FROM api_tokens WHERE id = ?", (token_id,)).rowcount > 0
+def _revoke_by_id(connection: Connection, token_id: str) -> bool:
+    deleted = connection.execute(sa.delete(api_tokens).where(api_tokens.c.id == token_id))
+    return deleted.rowcount > 0
 
 
-def _alive_ids(cursor: sqlite3.Cursor, token_ids: list[str]) -> set[str]:
-    alive: set[str] = set()
-    for start in range(0, len(token_ids), _ALIVE_BATCH):
-        batch = token_ids[start : start + _ALIVE_BATCH]
-        marks = ", ".join("?" * len(batch))
-        rows = cursor.execute(f"{_SELECT_ALIVE} AND t.id IN ({marks})", batch)
-        alive.update(row[0] for row in rows)
-    return alive
+def _alive_ids(connection: Connection, token_ids: list[str]) -> set[str]:
+    return present(connection, _ALIVE, token_ids)
 
 
 class TokenStore:
@@ -280,10 +308,14 @@ class TokenStore:
         self._clock = clock
 
     @as_deferred
-    async def create(self, username: str, name: str, scope: str = VIEW) -> tuple[ApiToken, str]:
+    async def create(
+        self, username: str, name: str, scope: str = VIEW, cameras: Iterable[str] = ()
+    ) -> tuple[ApiToken, str]:
         """A new token for ``username``: its record and the secret, to show once.
 
         A token may be made for a disabled user; it works once the user is enabled.
+        ``cameras`` limits it to those cameras (none: every camera its user may access);
+        an unknown camera name fails with ``cameras.UnknownCamera``.
         """
         check_token_name(name)
         check_scope(scope)
@@ -293,9 +325,10 @@ class TokenStore:
             username,
             name,
             scope,
-            _key(secret),
+            hashed(secret),
             secret[:PREFIX_CHARS],
             self._clock.seconds(),
+            tuple(sorted(set(cameras))),
         )
         return token, secret
 
@@ -309,7 +342,7 @@ class TokenStore:
         """
         if not _plausible(secret):
             return None
-        found = await self._db.read(_grant, _key(secret))
+        found = await self._db.read(_grant, hashed(secret))
         if found is None:
             return None
         grant, last_used_at = found

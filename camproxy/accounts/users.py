@@ -11,26 +11,38 @@ from __future__ import annotations
 import builtins
 import re
 import secrets
-import sqlite3
 import uuid
-from typing import Final
+from typing import Any, Final
 
 import attrs
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
 from camproxy.accounts.database import Database, as_deferred
 from camproxy.accounts.passwords import IPasswordHasher, check_new_password
+from camproxy.accounts.tables import name_order, same_name, sessions, users
 
 MAX_USERNAME_CHARS: Final = 50
 _USERNAME: Final = re.compile(r"[A-Za-z0-9._@][A-Za-z0-9._@-]{0,49}")
 
 _USER_COLUMNS: Final = (
-    "SELECT id, username, is_admin, active, can_control, created_at, updated_at, last_login"
+    users.c.id,
+    users.c.username,
+    users.c.is_admin,
+    users.c.active,
+    users.c.can_control,
+    users.c.created_at,
+    users.c.updated_at,
+    users.c.last_login,
 )
-_SELECT_BY_NAME: Final = _USER_COLUMNS + " FROM users WHERE username = ?"
-_SELECT_BY_ID: Final = _USER_COLUMNS + " FROM users WHERE id = ?"
-_SELECT_ALL: Final = _USER_COLUMNS + " FROM users ORDER BY username COLLATE NOCASE"
+# Built once with bind parameters, so that SQLAlchemy compiles each once.
+_BY_NAME: Final = sa.select(*_USER_COLUMNS).where(same_name(users.c.username, sa.bindparam("name")))
+_BY_ID: Final = sa.select(*_USER_COLUMNS).where(users.c.id == sa.bindparam("id"))
+_CREDENTIALS: Final = sa.select(*_USER_COLUMNS, users.c.password_hash).where(
+    same_name(users.c.username, sa.bindparam("name"))
+)
 
 
 class AccountError(Exception):
@@ -86,143 +98,155 @@ class User:
         return self.is_admin or self.can_control
 
 
-def _user(row: sqlite3.Row) -> User:
+def _user(row: Any) -> User:
     return User(
-        id=row["id"],
-        username=row["username"],
-        is_admin=bool(row["is_admin"]),
-        active=bool(row["active"]),
-        can_control=bool(row["can_control"]),
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        last_login=row["last_login"],
+        id=row.id,
+        username=row.username,
+        is_admin=bool(row.is_admin),
+        active=bool(row.active),
+        can_control=bool(row.can_control),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        last_login=row.last_login,
     )
 
 
-def _by_name(cursor: sqlite3.Cursor, username: str) -> User | None:
-    row = cursor.execute(_SELECT_BY_NAME, (username,)).fetchone()
+def _by_name(connection: Connection, username: str) -> User | None:
+    row = connection.execute(_BY_NAME, {"name": username}).first()
     return None if row is None else _user(row)
 
 
-def _by_id(cursor: sqlite3.Cursor, user_id: str) -> User | None:
-    row = cursor.execute(_SELECT_BY_ID, (user_id,)).fetchone()
+def _by_id(connection: Connection, user_id: str) -> User | None:
+    row = connection.execute(_BY_ID, {"id": user_id}).first()
     return None if row is None else _user(row)
 
 
-def _existing(cursor: sqlite3.Cursor, username: str) -> User:
-    user = _by_name(cursor, username)
+def _existing(connection: Connection, username: str) -> User:
+    user = _by_name(connection, username)
     if user is None:
         raise UnknownUser(f"no user named {username!r}")
     return user
 
 
-def _credentials(cursor: sqlite3.Cursor, username: str) -> tuple[User, str] | None:
-    user = _by_name(cursor, username)
-    if user is None:
-        return None
-    row = cursor.execute("SELECT password_hash FROM users WHERE id = ?", (user.id,)).fetchone()
-    return user, row["password_hash"]
+def _credentials(connection: Connection, username: str) -> tuple[User, str] | None:
+    row = connection.execute(_CREDENTIALS, {"name": username}).first()
+    return None if row is None else (_user(row), row.password_hash)
 
 
-def _all(cursor: sqlite3.Cursor) -> list[User]:
-    return [_user(row) for row in cursor.execute(_SELECT_ALL)]
+def _all(connection: Connection) -> list[User]:
+    query = sa.select(*_USER_COLUMNS).order_by(name_order(users.c.username))
+    return [_user(row) for row in connection.execute(query)]
 
 
-def _count_active_admins(cursor: sqlite3.Cursor) -> int:
-    row = cursor.execute("SELECT count(*) FROM users WHERE is_admin = 1 AND active = 1").fetchone()
-    return int(row[0])
+def _count_active_admins(connection: Connection) -> int:
+    query = (
+        sa.select(sa.func.count())
+        .select_from(users)
+        .where(users.c.is_admin == sa.true(), users.c.active == sa.true())
+    )
+    return int(connection.execute(query).scalar_one())
 
 
-def _end_sessions(cursor: sqlite3.Cursor, user_id: str) -> None:
-    cursor.execute("DELETE FROM sessions WHERE user_id = ?", (user_id,))
+def _end_sessions(connection: Connection, user_id: str) -> None:
+    connection.execute(sa.delete(sessions).where(sessions.c.user_id == user_id))
 
 
-def _guard_last_admin(cursor: sqlite3.Cursor, user: User, action: str) -> None:
-    if user.is_admin and user.active and _count_active_admins(cursor) <= 1:
+def _guard_last_admin(connection: Connection, user: User, action: str) -> None:
+    if user.is_admin and user.active and _count_active_admins(connection) <= 1:
         raise LastAdmin(
             f"cannot {action} {user.username!r}: it is the last active admin "
             "(promote another user first)"
         )
 
 
-def _insert(cursor: sqlite3.Cursor, user: User, password_hash: str) -> None:
-    existing = _by_name(cursor, user.username)
+def _insert(connection: Connection, user: User, password_hash: str) -> None:
+    existing = _by_name(connection, user.username)
     if existing is not None:
         raise UserExists(f"a user named {existing.username!r} exists already")
-    cursor.execute(
-        "INSERT INTO users (id, username, password_hash, is_admin, active, can_control,"
-        " created_at, updated_at, last_login) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            user.id,
-            user.username,
-            password_hash,
-            int(user.is_admin),
-            int(user.active),
-            int(user.can_control),
-            user.created_at,
-            user.updated_at,
-            user.last_login,
-        ),
+    connection.execute(
+        sa.insert(users).values(
+            id=user.id,
+            username=user.username,
+            password_hash=password_hash,
+            is_admin=user.is_admin,
+            active=user.active,
+            can_control=user.can_control,
+            created_at=user.created_at,
+            updated_at=user.updated_at,
+            last_login=user.last_login,
+        )
     )
+
+
+def _update(connection: Connection, user_id: str, **values: object) -> int:
+    result = connection.execute(sa.update(users).where(users.c.id == user_id).values(**values))
+    return result.rowcount
 
 
 def _record_login(
-    cursor: sqlite3.Cursor, user_id: str, password_hash: str, now: float
+    connection: Connection, user_id: str, password_hash: str, now: float
 ) -> User | None:
     # Only if nothing changed since the password was checked (no new password, not
     # disabled): otherwise a login racing a password change could use the old one.
-    changed = cursor.execute(
-        "UPDATE users SET last_login = ? WHERE id = ? AND password_hash = ? AND active = 1",
-        (now, user_id, password_hash),
+    changed = connection.execute(
+        sa.update(users)
+        .where(
+            users.c.id == user_id,
+            users.c.password_hash == password_hash,
+            users.c.active == sa.true(),
+        )
+        .values(last_login=now)
     ).rowcount
-    return _by_id(cursor, user_id) if changed == 1 else None
+    return _by_id(connection, user_id) if changed == 1 else None
 
 
-def _set_password(cursor: sqlite3.Cursor, username: str, password_hash: str, now: float) -> User:
-    user = _existing(cursor, username)
-    cursor.execute(
-        "UPDATE users SET password_hash = ?, updated_at = ? WHERE id = ?",
-        (password_hash, now, user.id),
-    )
-    _end_sessions(cursor, user.id)
+def _set_password(connection: Connection, username: str, password_hash: str, now: float) -> User:
+    user = _existing(connection, username)
+    _update(connection, user.id, password_hash=password_hash, updated_at=now)
+    _end_sessions(connection, user.id)
     return attrs.evolve(user, updated_at=now)
 
 
-def _set_active(cursor: sqlite3.Cursor, username: str, active: bool, now: float) -> User:
-    user = _existing(cursor, username)
+def _set_active(connection: Connection, username: str, active: bool, now: float) -> User:
+    user = _existing(connection, username)
     if not active:
-        _guard_last_admin(cursor, user, "disable")
-        _end_sessions(cursor, user.id)
-    cursor.execute(
-        "UPDATE users SET active = ?, updated_at = ? WHERE id = ?", (int(active), now, user.id)
-    )
+        _guard_last_admin(connection, user, "disable")
+        _end_sessions(connection, user.id)
+    _update(connection, user.id, active=active, updated_at=now)
     return attrs.evolve(user, active=active, updated_at=now)
 
 
-def _set_admin(cursor: sqlite3.Cursor, username: str, admin: bool, now: float) -> User:
-    user = _existing(cursor, username)
+def _set_admin(connection: Connection, username: str, admin: bool, now: float) -> User:
+    user = _existing(connection, username)
     if not admin:
-        _guard_last_admin(cursor, user, "demote")
-    cursor.execute(
-        "UPDATE users SET is_admin = ?, updated_at = ? WHERE id = ?", (int(admin), now, user.id)
-    )
+        _guard_last_admin(connection, user, "demote")
+    _update(connection, user.id, is_admin=admin, updated_at=now)
     return attrs.evolve(user, is_admin=admin, updated_at=now)
 
 
-def _set_can_control(cursor: sqlite3.Cursor, username: str, allowed: bool, now: float) -> User:
-    user = _existing(cursor, username)
-    cursor.execute(
-        "UPDATE users SET can_control = ?, updated_at = ? WHERE id = ?",
-        (int(allowed), now, user.id),
-    )
+def _set_can_control(connection: Connection, username: str, allowed: bool, now: float) -> User:
+    user = _existing(connection, username)
+    _update(connection, user.id, can_control=allowed, updated_at=now)
     return attrs.evolve(user, can_control=allowed, updated_at=now)
 
 
-def _delete(cursor: sqlite3.Cursor, username: str) -> None:
-    user = _existing(cursor, username)
-    _guard_last_admin(cursor, user, "delete")
-    _end_sessions(cursor, user.id)
-    cursor.execute("DELETE FROM users WHERE id = ?", (user.id,))
+def _reset_admin(connection: Connection, username: str, password_hash: str, now: float) -> User:
+    """Make ``username`` an active admin with this password, creating it if need be."""
+    user = _by_name(connection, username)
+    if user is None:
+        new = User(str(uuid.uuid4()), username, True, True, True, now, now, None)
+        _insert(connection, new, password_hash)
+        return new
+    _set_password(connection, username, password_hash, now)
+    _update(connection, user.id, active=True, is_admin=True)
+    return attrs.evolve(user, active=True, is_admin=True, updated_at=now)
+
+
+def _delete(connection: Connection, username: str) -> None:
+    user = _existing(connection, username)
+    _guard_last_admin(connection, user, "delete")
+    _end_sessions(connection, user.id)
+    connection.execute(sa.delete(users).where(users.c.id == user.id))
 
 
 class UserStore:
@@ -339,6 +363,29 @@ class UserStore:
         except UserExists:
             return False
         return True
+
+    def ensure_admin_now(self, username: str, password: str) -> bool:
+        """``ensure_admin``, blocking (bcrypt included): for the daemon's start, before
+        the reactor runs and before the port is bound.
+        """
+        check_username(username)
+        check_new_password(password)
+        if self._db.read_now(_by_name, username) is not None:
+            return False
+        now = self._clock.seconds()
+        user = User(str(uuid.uuid4()), username, True, True, True, now, now, None)
+        try:
+            self._db.write_now(_insert, user, self._hasher.hash_now(password))
+        except UserExists:
+            return False
+        return True
+
+    def reset_admin_now(self, username: str, password: str) -> User:
+        """Make ``username`` an active admin whose password is ``password``, creating it
+        if need be (ending its sessions if not), blocking: for ``--demo`` at start."""
+        check_new_password(password)
+        password_hash = self._hasher.hash_now(password)
+        return self._db.write_now(_reset_admin, username, password_hash, self._clock.seconds())
 
     def count_active_admins(self) -> Deferred[int]:
         """How many users are both admin and active."""

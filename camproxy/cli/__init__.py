@@ -1,7 +1,8 @@
 """The ``camproxy`` console script: administration commands beside the daemon.
 
 The daemon itself runs under twistd (``twistd -n camproxy``); these commands work on
-the same database and settings.
+the same database and settings. Each group of commands is a ``scaffold.CommandGroup``
+listed in :data:`GROUPS` (see ``scaffold`` for how to add one).
 """
 
 from __future__ import annotations
@@ -9,22 +10,24 @@ from __future__ import annotations
 import argparse
 import sys
 
+from camproxy.cli import camera, db, token, user
+from camproxy.cli.scaffold import CommandGroup, run
+
+#: The command groups, in the order ``camproxy --help`` lists them.
+GROUPS: tuple[CommandGroup, ...] = (user.GROUP, camera.GROUP, token.GROUP, db.GROUP)
+
 
 def build_parser() -> argparse.ArgumentParser:
-    from camproxy.cli.db import add_db_commands
-    from camproxy.cli.token import add_token_commands
-    from camproxy.cli.user import add_user_commands
-
     parser = argparse.ArgumentParser(
         prog="camproxy",
         description="Manage CamProxy. Run the daemon itself with: twistd -n camproxy [options]",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    add_user_commands(commands)
-    add_token_commands(commands)
-    add_db_commands(commands)
+    for group in GROUPS:
+        group.add_to(commands)
     commands.add_parser(
-        "democam", help="run the emulated RoboCam camera alone (for testing any client)"
+        "democam",
+        help="run an emulated camera alone (--kind robocam|esp32|esp32-cam-webserver|mjpeg|jpeg)",
     )
     return parser
 
@@ -38,16 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         democam_main(argv[1:])
         return 0
     args = build_parser().parse_args(argv)
-    if args.command == "user":
-        from camproxy.cli.user import run_user_command
-
-        return run_user_command(args)
-    if args.command == "token":
-        from camproxy.cli.token import run_token_command
-
-        return run_token_command(args)
-    if args.command == "db":
-        from camproxy.cli.db import run_db_command
-
-        return run_db_command(args)
+    for group in GROUPS:
+        if args.command == group.name:
+            return run(group, args)
     return 2

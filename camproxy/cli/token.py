@@ -5,57 +5,25 @@ only time it is shown: the database keeps its hash. ``list`` shows each token's 
 characters, never the token. The commands may run while the daemon runs: a revoked
 token fails at its next use (and ``TokenStore.alive`` reports it gone).
 
-The database plumbing and the exit statuses are those of ``camproxy user``
-(``usercli``): 0 on success, 1 with one line on standard error when refused, 2 for a
-usage error (from argparse).
+The database, the options and the exit statuses are the scaffold's (``scaffold``): 0 on
+success, 1 with one line on standard error when refused, 2 for a usage error.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
-from typing import Any
 
-from camproxy.accounts.database import Database
+from camproxy.accounts.cameras import CameraStore
 from camproxy.accounts.passwords import BcryptHasher
 from camproxy.accounts.tokens import CONTROL, SCOPES, VIEW, ApiToken, TokenStore
 from camproxy.accounts.users import UserStore
-from camproxy.cli.user import (
-    database_option,
-    database_path,
-    format_table,
-    format_time,
-    run_on_database,
-)
-
-_DEST: str = "token_command"
+from camproxy.cli.scaffold import Call, CommandGroup, Commands, group_main
+from camproxy.cli.user import format_table, format_time
 
 
-def add_token_commands(
-    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
-) -> argparse.ArgumentParser:
-    """Add the ``token`` command and its subcommands to a top-level ``subparsers``.
-
-    Returns the ``token`` parser. Hand the parsed arguments to ``run_token_command``.
-    """
-    database = database_option()
-    token = subparsers.add_parser(
-        "token",
-        parents=[database],
-        help="manage API tokens",
-        description="Manage the API tokens of CamProxy's database (for /stream.mjpg, "
-        "/snapshot.jpg and /api/).",
-        allow_abbrev=False,
-    )
-    commands = token.add_subparsers(dest=_DEST, required=True, metavar="COMMAND")
-
-    def command(name: str, summary: str) -> argparse.ArgumentParser:
-        return commands.add_parser(
-            name, parents=[database], help=summary, description=summary, allow_abbrev=False
-        )
-
-    add = command("add", "create a token for a user and print it (it is shown only once)")
+def _declare(commands: Commands) -> None:
+    add = commands.add("add", "create a token for a user and print it (it is shown only once)")
     add.add_argument("user", metavar="USER")
     add.add_argument("name", metavar="NAME", help="what the token is for, unique per user")
     add.add_argument(
@@ -65,21 +33,29 @@ def add_token_commands(
         help="view: stream, snapshot and status; control: also move the camera and switch "
         "its light, if the user may (default: view)",
     )
-    listing = command("list", "list the tokens, of one user or of all")
+    add.add_argument(
+        "--camera",
+        action="append",
+        default=[],
+        metavar="CAMERA",
+        help="limit the token to this camera (repeatable; default: every camera the user "
+        "may access)",
+    )
+    listing = commands.add("list", "list the tokens, of one user or of all")
     listing.add_argument("user", metavar="USER", nargs="?")
-    revoke = command("revoke", "revoke (delete) a token of a user")
+    revoke = commands.add("revoke", "revoke (delete) a token of a user")
     revoke.add_argument("user", metavar="USER")
     revoke.add_argument("name", metavar="NAME")
-    return token
 
 
-def _table(tokens: Sequence[ApiToken]) -> str:
-    rows = [("USER", "NAME", "SCOPE", "PREFIX", "CREATED", "LAST USED")]
+def _table(tokens: Sequence[ApiToken], limits: dict[str, frozenset[str]]) -> str:
+    rows = [("USER", "NAME", "SCOPE", "CAMERAS", "PREFIX", "CREATED", "LAST USED")]
     rows += [
         (
             t.username,
             t.name,
             t.scope,
+            ",".join(sorted(limits[t.id])) if t.id in limits else "all",
             f"{t.prefix}...",
             format_time(t.created_at),
             format_time(t.last_used_at),
@@ -89,10 +65,13 @@ def _table(tokens: Sequence[ApiToken]) -> str:
     return format_table(rows)
 
 
-async def _add(reactor: Any, db: Database, args: argparse.Namespace) -> str:
-    token, secret = await TokenStore(db, reactor).create(args.user, args.name, args.scope)
-    lines = [f"Token {token.name!r} for {token.username!r} ({token.scope})."]
-    user = await UserStore(db, BcryptHasher(reactor), reactor).get(token.username)
+async def _add(call: Call, tokens: TokenStore) -> str:
+    args = call.args
+    token, secret = await tokens.create(args.user, args.name, args.scope, args.camera)
+    limited = f", cameras {', '.join(sorted(set(args.camera)))}" if args.camera else ""
+    lines = [f"Token {token.name!r} for {token.username!r} ({token.scope}{limited})."]
+    users = UserStore(await call.database(), BcryptHasher(call.reactor), call.reactor)
+    user = await users.get(token.username)
     if user is not None and not user.active:
         lines.append(f"{user.username!r} is disabled: the token works once the user is enabled.")
     if token.scope == CONTROL and user is not None and not user.may_control:
@@ -106,33 +85,39 @@ async def _add(reactor: Any, db: Database, args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-async def _perform(reactor: Any, db: Database, args: argparse.Namespace) -> str:
+async def _perform(call: Call) -> str:
     """Carry out one command; the text to print on success."""
-    action: str = getattr(args, _DEST)
-    store = TokenStore(db, reactor)
-    if action == "add":
-        return await _add(reactor, db, args)
-    if action == "list":
-        tokens = await store.list(args.user)
-        if tokens:
-            return _table(tokens)
+    args = call.args
+    tokens = TokenStore(await call.database(), call.reactor)
+    if call.command == "add":
+        return await _add(call, tokens)
+    if call.command == "list":
+        listed = await tokens.list(args.user)
+        if listed:
+            cameras = CameraStore(await call.database(), call.reactor)
+            return _table(listed, await cameras.token_cameras(t.id for t in listed))
         whose = "" if args.user is None else f" for {args.user!r}"
         return f"no tokens{whose}; create one with: camproxy token add USER NAME"
-    if action == "revoke":
-        await store.revoke(args.user, args.name)
+    if call.command == "revoke":
+        await tokens.revoke(args.user, args.name)
         return f"revoked the token {args.name!r} of {args.user!r}"
-    raise AssertionError(f"unknown token command {action!r}")
+    raise AssertionError(f"unknown token command {call.command!r}")
 
 
-def run_token_command(args: argparse.Namespace) -> int:
-    """Run a command parsed by the parser from ``add_token_commands``; the exit status.
+GROUP = CommandGroup(
+    name="token",
+    summary="manage API tokens",
+    description="Manage the API tokens of CamProxy's database (for /stream.mjpg, "
+    "/snapshot.jpg and /api/).",
+    declare=_declare,
+    perform=_perform,
+)
 
-    Runs the reactor (``react``), so call it at most once per process, from a process
-    whose reactor is not running.
-    """
-    try:
-        path = database_path(args)
-    except ValueError as problem:
-        print(f"camproxy token: {problem}", file=sys.stderr)
-        return 1
-    return run_on_database("token", path, lambda reactor, db: _perform(reactor, db, args))
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``camproxy token ...`` alone."""
+    return group_main(GROUP, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -25,6 +25,10 @@ class IViewer(Interface):
     def close(reason: CloseReason) -> None:
         """End the connection (a WebSocket close frame, the end of an MJPEG response)."""
 
+    def readmit(principal: object, access: str) -> None:
+        """The credential was checked again: keep watching as ``principal``, with
+        ``access`` (``view`` or ``control``) from now on."""
+
 
 class IRequester(Interface):
     """Whoever sent a command: checked for permission, told about refusals."""

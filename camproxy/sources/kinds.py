@@ -60,7 +60,8 @@ def url_problem(url: str, kind: str | None) -> str | None:
         return f"unknown camera kind {kind!r} (one of {', '.join(KINDS)})"
     if parsed.scheme in ("ws", "wss"):
         if kind not in (None, "robocam"):
-            return f"a {kind} camera needs an http(s) URL, not {shown}"
+            article = "an" if kind in ("esp32", "mjpeg") else "a"
+            return f"{article} {kind} camera needs an http(s) URL, not {shown}"
         return None
     if parsed.scheme not in ("http", "https"):
         return f"a camera URL is ws(s):// or http(s)://, not {shown}"

@@ -76,6 +76,9 @@ class MjpegViewer:
     def send_event(self, event: Event) -> None:
         """MJPEG carries pictures only."""
 
+    def readmit(self, principal: object, access: str) -> None:
+        self.principal = principal
+
     def close(self, reason: CloseReason) -> None:
         """End the stream: the client sees the response end (a player may retry and be
         refused without a valid credential)."""

@@ -320,6 +320,11 @@ class ViewerProtocol(WebSocketServerProtocol):
         code, text = CLOSE_CODES[reason]
         self.close_viewer(code, text)
 
+    def readmit(self, principal: object, access: str) -> None:
+        if self.admission is not None:
+            self.admission.principal = principal
+            self.admission.access = access
+
     def close_viewer(self, code: int, reason: str) -> None:
         if self.state not in (self.STATE_OPEN, self.STATE_CONNECTING):
             return

@@ -83,9 +83,7 @@ class AdminRoutes:
         return principal
 
     def users(self) -> UserStore:
-        users = self.deps.accounts.users
-        assert users is not None
-        return users
+        return self.deps.accounts.users
 
     @app.route("/admin/users", methods=["GET", "HEAD"])
     async def admin_users(self, request: IRequest) -> bytes:

@@ -47,9 +47,7 @@ class ApiTokenRoutes:
         self.deps = deps
 
     def tokens(self) -> TokenStore:
-        tokens = self.deps.accounts.tokens
-        assert tokens is not None
-        return tokens
+        return self.deps.accounts.tokens
 
     async def page(
         self, request: IRequest, principal: Principal, code: int = 200, **extra: Any

@@ -93,15 +93,14 @@ class Authenticator:
         return waiter
 
     def _lookup(self, session_id: str) -> Deferred[Principal | None]:
-        return Deferred.fromCoroutine(self._lookup_session(session_id))
+        return Deferred.fromCoroutine(self._principal_of_session(session_id))
 
-    async def _lookup_session(self, session_id: str) -> Principal | None:
-        await self._accounts.when_ready()
-        sessions = self._accounts.sessions
-        if sessions is None:
+    async def _principal_of_session(self, session_id: str) -> Principal | None:
+        session = await self._accounts.sessions.lookup(session_id)
+        if session is None:
             return None
-        session = await sessions.lookup(session_id)
-        return None if session is None else principal_of_session(session)
+        grants = await self._accounts.cameras.grants_of([session.user_id])
+        return principal_of_session(session, grants[session.user_id])
 
     def _settle(self, result: Principal | Failure | None, session_id: str, generation: int) -> None:
         waiters = self._pending.pop(session_id, [])
@@ -144,8 +143,11 @@ class Authenticator:
         if secret is None and allow_query_token:
             secret = query_token(request)
         if secret is not None:
-            await self._accounts.when_ready()
-            tokens = self._accounts.tokens
-            grant = None if tokens is None else await tokens.authenticate(secret)
-            return None if grant is None else principal_of_token(grant)
+            grant = await self._accounts.tokens.authenticate(secret)
+            if grant is None:
+                return None
+            cameras = self._accounts.cameras
+            grants = await cameras.grants_of([grant.user_id])
+            limits = await cameras.token_cameras([grant.token_id])
+            return principal_of_token(grant, grants[grant.user_id], limits.get(grant.token_id))
         return await self.session(request)

@@ -9,9 +9,10 @@ ended, also when that happened in another process (``camproxy user disable``,
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
+import attrs
 from autobahn.websocket.protocol import ConnectionRequest
 from autobahn.websocket.types import ConnectionDeny
 from twisted.application.internet import TimerService
@@ -20,8 +21,8 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from camproxy.accounts.access import Level
-from camproxy.accounts.principal import Principal
-from camproxy.accounts.service import AccountsService
+from camproxy.accounts.principal import Principal, PrincipalRefresher
+from camproxy.fleet import Fleet
 from camproxy.hub.events import CloseReason
 from camproxy.hub.viewer import IViewer
 from camproxy.viewers.websocket import Admission, IHandshakeGate, forbidden
@@ -63,61 +64,87 @@ class CameraGate:
         )
 
 
+@attrs.frozen
+class Watched:
+    """One viewer, the camera it watches and the principal it was admitted as."""
+
+    viewer: IViewer
+    camera: str
+    principal: Principal
+
+
 class ViewerDirectory:
     """Every viewer of every camera, whatever its transport, for closing by credential."""
 
-    def __init__(self, viewers: Callable[[], Iterable[IViewer]]) -> None:
-        self._viewers = viewers
+    def __init__(self, fleet: Fleet) -> None:
+        self._fleet = fleet
 
-    def principals(self) -> list[tuple[IViewer, Principal]]:
+    def watched(self) -> list[Watched]:
         return [
-            (viewer, viewer.principal)
-            for viewer in self._viewers()
+            Watched(viewer, stack.name, viewer.principal)
+            for stack in self._fleet
+            for viewer in stack.hub.viewers
             if isinstance(viewer.principal, Principal)
         ]
 
     def close_where(self, predicate: Callable[[Principal], bool], reason: CloseReason) -> int:
         """Close every viewer whose principal matches; returns how many."""
-        closing = [viewer for viewer, principal in self.principals() if predicate(principal)]
+        closing = [w.viewer for w in self.watched() if predicate(w.principal)]
         for viewer in closing:
             viewer.close(reason)
         return len(closing)
 
 
 class CredentialWatcher(TimerService):
-    """Every few seconds, ends the viewers whose session or token no longer works."""
+    """Every few seconds, checks every viewer's credential and access again.
+
+    A viewer whose session or token ended (logout elsewhere, ``camproxy user disable``,
+    ``camproxy token revoke``) is closed, as is one that may no longer see its camera
+    (a grant, a camera's default access or the user's role changed); one that dropped
+    from ``control`` to ``view`` stays and gets ``error`` for its commands from now on.
+    """
 
     log = Logger()
 
     def __init__(
         self,
         clock: Any,
-        accounts: AccountsService,
+        refresher: PrincipalRefresher,
         directory: ViewerDirectory,
+        cameras: CameraAccess,
         interval: float = WATCH_INTERVAL,
     ) -> None:
         super().__init__(interval, self.check)
         self.clock = clock
-        self._accounts = accounts
+        self._refresher = refresher
         self._directory = directory
+        self._cameras = cameras
 
     async def _check(self) -> None:
-        sessions, tokens = self._accounts.sessions, self._accounts.tokens
-        if sessions is None or tokens is None:
+        watched = self._directory.watched()
+        if not watched:
             return
-        watched = self._directory.principals()
-        session_ids = {p.session_id for _, p in watched if p.session_id is not None}
-        token_ids = {p.token_id for _, p in watched if p.token_id is not None}
-        alive_sessions = await sessions.alive(session_ids) if session_ids else set()
-        alive_tokens = await tokens.alive(token_ids) if token_ids else set()
-        ended_sessions = session_ids - alive_sessions
-        ended_tokens = token_ids - alive_tokens
-        if ended_sessions or ended_tokens:
-            closed = self._directory.close_where(
-                lambda p: p.session_id in ended_sessions or p.token_id in ended_tokens,
-                CloseReason.SESSION_ENDED,
+        refreshed = await self._refresher.refresh(w.principal for w in watched)
+        ended = denied = 0
+        for item in watched:
+            current = refreshed.get(item.principal)
+            if current is None:
+                item.viewer.close(CloseReason.SESSION_ENDED)
+                ended += 1
+                continue
+            level = self._cameras.level(current, item.camera)
+            if level < Level.VIEW:
+                item.viewer.close(CloseReason.ACCESS_CHANGED)
+                denied += 1
+            else:
+                item.viewer.readmit(current, level.text)
+        if ended or denied:
+            self.log.info(
+                "closed {ended} viewers whose credentials ended and {denied} that lost "
+                "access to their camera",
+                ended=ended,
+                denied=denied,
             )
-            self.log.info("closed {count} viewers whose credentials ended", count=closed)
 
     def check(self) -> Deferred[None]:
         checking = Deferred.fromCoroutine(self._check())

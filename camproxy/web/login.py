@@ -114,9 +114,7 @@ class LoginRoutes:
         target = local_path(form_value(request, "next"))
         if not self._form_is_ours(request):
             return self.login_page(request, 403, FORM_EXPIRED, username=username, next=target)
-        await deps.accounts.when_ready()
         users, sessions = deps.accounts.users, deps.accounts.sessions
-        assert users is not None and sessions is not None
         address = str(getattr(request.getClientAddress(), "host", "unknown"))
         wait = deps.throttle.retry_after(address, username)
         if wait > 0:
@@ -150,9 +148,7 @@ class LoginRoutes:
 
     async def end_session(self, session_id: str) -> None:
         """End a session at once: its sockets and streams close now, not at the next check."""
-        sessions = self.deps.accounts.sessions
-        if sessions is not None:
-            await sessions.end(session_id)
+        await self.deps.accounts.sessions.end(session_id)
         self.deps.auth.forget(session_id)
         self.deps.directory.close_where(
             lambda principal: principal.session_id == session_id, CloseReason.SESSION_ENDED

@@ -1,0 +1,292 @@
+"""Several cameras in one daemon (CONTRACT §6), on 127.0.0.1: routes, access, live changes,
+exclusive control, tokens limited to cameras."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import pytest_twisted
+import treq
+from twisted.internet import threads
+
+from camproxy.accounts.access import Level
+from camproxy.accounts.cameras import CameraChanges
+from camproxy.web.auth import SESSION_COOKIE
+from tests.conftest import RunningDaemon, wait_until
+from tests.test_reported_defects import raw_upgrade
+from tests.wsclient import RecordingViewer, close_viewer, connect_viewer
+
+Headers = dict[bytes | str, bytes | str]
+
+
+async def two_cameras(demo_camera_factory: Any, daemon_factory: Any) -> RunningDaemon:
+    first = await demo_camera_factory()
+    second = await demo_camera_factory()
+    daemon = await daemon_factory(camera_url=first.url)
+    await daemon.accounts.cameras.add("garden", second.url, title="The garden")
+    await apply_changes(daemon)
+    return daemon
+
+
+async def apply_changes(daemon: RunningDaemon) -> None:
+    """What the camera watcher does every two seconds, now."""
+    await daemon.service.getServiceNamed("camera-watcher").check()
+
+
+async def check_credentials(daemon: RunningDaemon) -> None:
+    """What the credential watcher does every five seconds, now."""
+    await daemon.service.getServiceNamed("credentials").check()
+
+
+async def cookie(daemon: RunningDaemon, name: str, **flags: Any) -> Headers:
+    return {"Cookie": f"{SESSION_COOKIE}={await daemon.session(name, **flags)}"}
+
+
+async def camera_viewer(
+    daemon: RunningDaemon, camera: str, name: str = "viewer", **flags: Any
+) -> RecordingViewer:
+    headers = {"Cookie": f"{SESSION_COOKIE}={await daemon.session(name, **flags)}"}
+    viewer = await connect_viewer(
+        daemon.reactor, daemon.port, headers=headers, path=f"/cam/{camera}/ws"
+    )
+    await viewer.wait_event("hello")
+    return viewer
+
+
+async def get(daemon: RunningDaemon, path: str, headers: Headers) -> tuple[int, bytes]:
+    response = await treq.get(daemon.url + path, headers=headers)
+    return response.code, await response.content()
+
+
+@pytest_twisted.ensureDeferred
+async def test_each_camera_has_its_routes_and_hello(
+    demo_camera_factory: Any, daemon_factory: Any
+) -> None:
+    daemon = await two_cameras(demo_camera_factory, daemon_factory)
+    viewer = await camera_viewer(daemon, "garden")
+    hello = viewer.of_type("hello")[0]
+    assert (hello["camera"], hello["access"], hello["control"]) == ("garden", "control", "shared")
+    assert hello["capabilities"] == {"pan_tilt": True, "light": True}
+    await viewer.wait_frames(2)
+    headers = await cookie(daemon, "viewer")
+    code, body = await get(daemon, "/api/cameras", headers)
+    listed = json.loads(body)
+    assert code == 200 and [c["name"] for c in listed] == ["default", "garden"]
+    assert set(listed[1]) >= {
+        "name",
+        "title",
+        "kind",
+        "esp32_connected",
+        "clients",
+        "access",
+        "control",
+        "capabilities",
+    }
+    assert listed[1]["title"] == "The garden" and listed[1]["clients"] == 1
+    for path in ("/cam/garden/snapshot.jpg", "/snapshot.jpg"):
+        code, body = await get(daemon, path, headers)
+        assert code == 200 and body[:2] == b"\xff\xd8", path
+    code, body = await get(daemon, "/api/cameras/garden/status", headers)
+    assert code == 200 and json.loads(body)["esp32_connected"] is True
+    code, body = await get(daemon, "/cam/garden/", headers)
+    assert code == 200 and b"/cam/garden/ws" in body
+    code, body = await get(daemon, "/", headers)
+    assert code == 200 and b"camera-grid" in body
+    health = json.loads((await get(daemon, "/health", {}))[1])
+    assert health["cameras"] == {"total": 2, "connected": 2, "degraded": 0}
+    assert health["clients"] == 1 and "garden" not in json.dumps(health)
+    await close_viewer(viewer)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_camera_one_may_not_see_is_like_one_that_does_not_exist(
+    demo_camera_factory: Any, daemon_factory: Any
+) -> None:
+    daemon = await two_cameras(demo_camera_factory, daemon_factory)
+    await daemon.user("carol")
+    await daemon.accounts.cameras.grant("garden", "carol", Level.NONE)
+    headers = await cookie(daemon, "carol")
+    listed = json.loads((await get(daemon, "/api/cameras", headers))[1])
+    assert [c["name"] for c in listed] == ["default"]
+    for suffix in ("/", "/snapshot.jpg", "/stream.mjpg"):
+        hidden = await get(daemon, f"/cam/garden{suffix}", headers)
+        missing = await get(daemon, f"/cam/nowhere{suffix}", headers)
+        assert hidden[0] == missing[0] == 404, suffix
+        assert hidden[1] == missing[1].replace(b"nowhere", b"garden"), suffix
+    for suffix in ("/status",):
+        hidden = await get(daemon, f"/api/cameras/garden{suffix}", headers)
+        missing = await get(daemon, f"/api/cameras/nowhere{suffix}", headers)
+        assert hidden == missing and hidden[0] == 404
+    invalid = await get(daemon, "/cam/Not-A-Name/", headers)
+    assert invalid[0] == 404
+    raw_cookie = headers["Cookie"]
+    assert isinstance(raw_cookie, str)
+    hidden_ws = await threads.deferToThread(
+        raw_upgrade_to, daemon.port, "/cam/garden/ws", raw_cookie
+    )
+    missing_ws = await threads.deferToThread(
+        raw_upgrade_to, daemon.port, "/cam/nowhere/ws", raw_cookie
+    )
+    assert hidden_ws[0] == missing_ws[0] == 404
+    assert hidden_ws[1].split(b"\r\nDate:")[0] == missing_ws[1].split(b"\r\nDate:")[0]
+
+
+def raw_upgrade_to(port: int, path: str, cookie: str) -> tuple[int, bytes]:
+    status, answer = raw_upgrade(port, {"Cookie": cookie}, path=path)
+    return status, answer
+
+
+@pytest_twisted.ensureDeferred
+async def test_live_changes_apply_and_spare_the_other_cameras(
+    reactor: Any, demo_camera_factory: Any, daemon_factory: Any
+) -> None:
+    daemon = await two_cameras(demo_camera_factory, daemon_factory)
+    third = await demo_camera_factory()
+    watching_default = await camera_viewer(daemon, "default")
+    watching_garden = await camera_viewer(daemon, "garden")
+    await watching_garden.wait_frames(1)
+
+    # A new URL reconnects: the viewers stay and hear the link go down and up.
+    await daemon.accounts.cameras.set("garden", CameraChanges(url=third.url))
+    await apply_changes(daemon)
+    await watching_garden.wait_event("camera_status", esp32_connected=False)
+    await watching_garden.wait_for(
+        lambda v: v.of_type("camera_status")[-1]["esp32_connected"] is True
+    )
+    frames = len(watching_garden.frames)
+    await watching_garden.wait_frames(frames + 1)
+    assert third.camera.connects >= 1
+
+    # A removed camera closes its viewers' sockets, and only those.
+    await daemon.accounts.cameras.remove("garden")
+    await apply_changes(daemon)
+    _clean, code, reason = await watching_garden.closed
+    assert code == 4004 and reason == "camera removed"
+    assert daemon.fleet.get("garden") is None
+    frames = len(watching_default.frames)
+    await watching_default.wait_frames(frames + 2)
+    assert not watching_default.closed.called
+    await close_viewer(watching_default)
+
+
+@pytest_twisted.ensureDeferred
+async def test_changed_access_closes_what_it_no_longer_allows(
+    demo_camera_factory: Any, daemon_factory: Any
+) -> None:
+    daemon = await two_cameras(demo_camera_factory, daemon_factory)
+    carol = await camera_viewer(daemon, "garden", "carol")
+    alice = await camera_viewer(daemon, "garden", "alice")
+    assert alice.of_type("hello")[0]["access"] == "control"
+    await daemon.accounts.cameras.grant("garden", "alice", Level.VIEW)
+    await daemon.accounts.cameras.set("garden", CameraChanges(access=Level.NONE))
+    await apply_changes(daemon)
+    await check_credentials(daemon)
+    _clean, code, _reason = await carol.closed
+    assert code == 4002
+    # Alice dropped from control to view: she stays, and her commands are refused.
+    assert not alice.closed.called
+    alice.send_json({"type": "servo_command", "command": "up"})
+    await alice.wait_event("error")
+    with pytest.raises(ConnectionError):
+        await camera_viewer(daemon, "garden", "carol")
+    await close_viewer(alice)
+
+
+@pytest_twisted.ensureDeferred
+async def test_exclusive_control_as_two_users_see_it(
+    demo_camera_factory: Any, daemon_factory: Any
+) -> None:
+    daemon = await two_cameras(demo_camera_factory, daemon_factory)
+    await daemon.accounts.cameras.set("garden", CameraChanges(control="exclusive"))
+    await apply_changes(daemon)
+    alice = await camera_viewer(daemon, "garden", "alice")
+    bob = await camera_viewer(daemon, "garden", "bob")
+    assert alice.of_type("hello")[0]["control"] == "exclusive"
+    alice.send_json({"type": "servo_command", "command": "up"})
+    await bob.wait_event("control", holder="alice")
+    bob.send_json({"type": "servo_command", "command": "down"})
+    await bob.wait_for(lambda v: any("alice" in e["message"] for e in v.of_type("error")))
+    # REST: 409 for another user, while alice holds it.
+    await daemon.user("bot")
+    _record, secret = await daemon.accounts.tokens.create("bot", "script", "control")
+    bearer: Headers = {"Authorization": f"Bearer {secret}"}
+    answer = await treq.post(
+        daemon.url + "/api/cameras/garden/servo", data=b'{"command":"left"}', headers=bearer
+    )
+    assert answer.code == 409 and "alice" in json.loads(await answer.content())["error"]
+    alice.send_json({"type": "release_control"})
+    await bob.wait_event("control", holder=None)
+    joined = await camera_viewer(daemon, "garden", "carol")
+    assert joined.of_type("control") == []
+    for viewer in (alice, bob, joined):
+        await close_viewer(viewer)
+
+
+@pytest_twisted.ensureDeferred
+async def test_tokens_limited_to_cameras_see_no_others(
+    demo_camera_factory: Any, daemon_factory: Any
+) -> None:
+    daemon = await two_cameras(demo_camera_factory, daemon_factory)
+    await daemon.user("ha")
+    _record, secret = await daemon.accounts.tokens.create("ha", "garden only", cameras=["garden"])
+    headers: Headers = {"Authorization": f"Bearer {secret}"}
+    listed = json.loads((await get(daemon, "/api/cameras", headers))[1])
+    assert [c["name"] for c in listed] == ["garden"] and listed[0]["access"] == "view"
+    assert (await get(daemon, "/snapshot.jpg", headers))[0] == 404
+    assert (await get(daemon, "/cam/garden/snapshot.jpg", headers))[0] == 200
+    assert (await get(daemon, f"/cam/default/snapshot.jpg?token={secret}", {}))[0] == 404
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_hundred_cameras_in_the_table(
+    reactor: Any, demo_camera_factory: Any, daemon_factory: Any
+) -> None:
+    """Many cameras neither slow the start nor the list (their links are lazy: idle)."""
+    camera = await demo_camera_factory()
+    daemon = await daemon_factory(camera_url=camera.url)
+    for number in range(100):
+        await daemon.accounts.cameras.add(
+            f"cam-{number:03d}", "http://127.0.0.1:9/", idle_close=1.0
+        )
+    started = reactor.seconds()
+    await apply_changes(daemon)
+    applied = reactor.seconds() - started
+    headers = await cookie(daemon, "viewer")
+    started = reactor.seconds()
+    listed = json.loads((await get(daemon, "/api/cameras", headers))[1])
+    listing = reactor.seconds() - started
+    assert len(listed) == 101
+    await wait_until(reactor, lambda: len(daemon.fleet) == 101)
+    print(f"100 cameras: applied in {applied * 1000:.0f} ms, listed in {listing * 1000:.0f} ms")
+
+
+def test_the_default_camera_at_start(reactor: Any, tmp_path: Any) -> None:
+    """CONTRACT §6: --camera creates or re-points default; without it an empty database
+    gets default at the v1 address, and one with other cameras is left alone."""
+    from camproxy.accounts.cameras import CameraSeed
+    from camproxy.accounts.passwords import FastHasher
+    from camproxy.accounts.service import AccountsService, StartupSettings
+
+    def cameras_after(database: str, *seeds: CameraSeed) -> dict[str, str]:
+        settings = StartupSettings(database=database, cameras=seeds)
+        accounts = AccountsService.open(reactor, settings, FastHasher())
+        try:
+            return {r.name: r.url for r in accounts.cameras.list_now()}
+        finally:
+            accounts.database.close()
+
+    empty = str(tmp_path / "empty.db")
+    assert cameras_after(empty) == {"default": "ws://192.168.1.100:80/ws"}
+    given = str(tmp_path / "given.db")
+    assert cameras_after(given, CameraSeed("default", "ws://cam.lan/ws")) == {
+        "default": "ws://cam.lan/ws"
+    }
+    assert cameras_after(given, CameraSeed("default", "http://esp.lan/")) == {
+        "default": "http://esp.lan/"
+    }
+    others = str(tmp_path / "others.db")
+    settings = StartupSettings(database=others, cameras=(CameraSeed("garden", "http://g/"),))
+    AccountsService.open(reactor, settings, FastHasher()).database.close()
+    assert cameras_after(others) == {"garden": "http://g/"}

@@ -123,6 +123,12 @@ class _Counter:
     def capabilities_changed(self) -> None:
         pass
 
+    def light_reported(self, on: bool) -> None:
+        pass
+
+    def control_reported(self, holder: str | None, expires_in: float | None) -> None:
+        pass
+
 
 def chunked(data: bytes, chunk: int) -> bytes:
     """Chunked transfer coding, one chunk per ``chunk`` bytes (the httpd's sends)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import secrets
+import socket
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -65,6 +66,30 @@ class Config:
     camera_connect_timeout: float = 5.0
     #: Seconds between pings on an idle camera link, and to wait for the pong.
     camera_ping_interval: float = 5.0
+    #: The cluster's Redis (CONTRACT §8), or None for a daemon on its own.
+    redis_url: str | None = attrs.field(default=None, repr=lambda url: repr(_redis_masked(url)))
+    redis_ca: str | None = None
+    #: This daemon's name in a cluster (logs, /health, metrics).
+    node: str = ""
+
+
+def _redis_masked(url: str | None) -> str | None:
+    if url is None:
+        return None
+    from camproxy.cluster.redisurl import parse_redis_url
+
+    try:
+        return parse_redis_url(url).redacted()
+    except ValueError:
+        return "***"
+
+
+def default_node_name(listen: str) -> str:
+    """``HOST:PORT``: this machine's name and the port the daemon listens on."""
+    parts = listen.split(":")
+    port = next((part for part in parts[1:] if part.isdigit()), None)
+    host = socket.gethostname()
+    return f"{host}:{port}" if port else host
 
 
 def read_environment(cwd: Path | None = None) -> dict[str, str]:
@@ -211,7 +236,32 @@ def build_config(options: Mapping[str, object], env: Mapping[str, str]) -> Confi
     if camera_ca is not None and not Path(camera_ca).is_file():
         raise ConfigError(f"camera CA file {camera_ca!r} does not exist")
 
+    redis_url = pick("redis", "REDIS_URL")
+    redis_ca = pick("redis-ca", "REDIS_CA_FILE")
+    if redis_url is not None:
+        from camproxy.accounts.location import parse_location
+        from camproxy.cluster.redisurl import parse_redis_url
+
+        try:
+            parse_redis_url(redis_url)
+        except ValueError as problem:
+            raise ConfigError(str(problem)) from None
+        if parse_location(database, source="--database").is_sqlite:
+            raise ConfigError(
+                "--redis needs a database the daemons share: a postgresql:// --database "
+                "(or DATABASE_URL), not the SQLite file "
+                f"{mask(database)!r}"
+            )
+    if redis_ca is not None and not Path(redis_ca).is_file():
+        raise ConfigError(f"Redis CA file {redis_ca!r} does not exist")
+    node = pick("node", "NODE_NAME") or default_node_name(listen)
+    if not 0 < len(node) <= 100 or any(ch.isspace() for ch in node):
+        raise ConfigError(f"node name {node!r} must be 1 to 100 characters, no spaces")
+
     return Config(
+        redis_url=redis_url,
+        redis_ca=redis_ca,
+        node=node,
         listen=listen,
         camera_url=camera,
         camera_given=camera_option is not None,

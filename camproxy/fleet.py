@@ -44,8 +44,9 @@ class CameraSpec:
     control: str = "shared"
 
 
-#: Builds a camera's source for a listener of the hub's: ``(spec, listener) -> source``.
-SourceBuilder = Callable[[CameraSpec, ISourceListener], ICameraSource]
+#: Builds a camera's source for its hub, reporting to a listener of the hub's:
+#: ``(spec, hub, listener) -> source``.
+SourceBuilder = Callable[[CameraSpec, CameraHub, ISourceListener], ICameraSource]
 #: Builds a camera's WebSocket viewer factory: ``(stack) -> transport``.
 ViewersBuilder = Callable[["CameraStack"], Any]
 #: Builds a camera's hub from its spec.
@@ -117,6 +118,8 @@ class Fleet(Service):
         self._stacks: dict[str, CameraStack] = {}
         #: Called after every change with the names of cameras whose access changed.
         self.on_access_changed: Callable[[set[str]], object] = lambda names: None
+        #: Called with the name of each camera removed (once its stack has stopped).
+        self.on_removed: Callable[[str], object] = lambda name: None
 
     # -- looking cameras up -------------------------------------------------------------
 
@@ -138,7 +141,7 @@ class Fleet(Service):
 
     def _build(self, spec: CameraSpec) -> CameraStack:
         hub = self._build_hub(spec)
-        stack = CameraStack(spec, hub, self._build_source(spec, hub))
+        stack = CameraStack(spec, hub, self._build_source(spec, hub, hub))
         stack.viewers = self._build_viewers(stack)
         return stack
 
@@ -154,6 +157,7 @@ class Fleet(Service):
             stack = self._stacks.pop(name)
             self.log.info("camera {name!r} removed: closing its viewers and link", name=name)
             stopping.append(stack.stop(CloseReason.CAMERA_REMOVED))
+            self.on_removed(name)
         for name, spec in wanted.items():
             existing = self._stacks.get(name)
             if existing is None:
@@ -185,7 +189,7 @@ class Fleet(Service):
                 url=redacted_url(spec.url),
                 kind=spec.kind or "detect",
             )
-            hub.replace_source(lambda listener: self._build_source(spec, listener))
+            hub.replace_source(lambda listener: self._build_source(spec, hub, listener))
             assert hub.source is not None
             stack.source = hub.source
         if (old.max_fps, old.idle_close) != (spec.max_fps, spec.idle_close):

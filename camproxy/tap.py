@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import signal
 import sys
+import time
 from typing import Any
 
 import attrs
 from autobahn.twisted.resource import WebSocketResource
 from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import Application, IService, MultiService
+from twisted.application.service import Application, IService, MultiService, Service
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import UNIXClientEndpoint, serverFromString
 from twisted.internet.interfaces import ISSLTransport
@@ -31,8 +32,9 @@ from camproxy.hub.hub import CameraHub
 from camproxy.hub.source import ICameraSource, ISourceListener
 from camproxy.ops.logs import make_observer, twistd_primary_stream
 from camproxy.ops.metrics import DaemonMetrics
+from camproxy.sources.cluster import ClusterNode
 from camproxy.sources.http import HttpSourceSettings, RoutedEndpointFactory
-from camproxy.sources.kinds import make_source
+from camproxy.sources.kinds import default_kind, likely_capabilities, make_source
 from camproxy.sources.robocam.link import CameraSettings, RoboCamSource
 from camproxy.viewers.websocket import ViewerFactory
 from camproxy.web.admin import AdminDependencies, AdminRoutes
@@ -46,7 +48,7 @@ from camproxy.web.gate import CameraGate, CredentialWatcher, ViewerDirectory
 from camproxy.web.login import LoginDependencies, LoginRoutes
 from camproxy.web.login_throttle import LoginThrottle
 from camproxy.web.origins import OriginPolicy
-from camproxy.web.pages import PageDependencies, PageRoutes
+from camproxy.web.pages import ClusterHealth, PageDependencies, PageRoutes
 from camproxy.web.proxies import TrustedProxies, parse_networks
 from camproxy.web.rendering import Renderer, templates_environment
 from camproxy.web.requestlog import CamProxySite
@@ -65,8 +67,11 @@ class Options(usage.Options):
     optFlags = [["demo", None, "Run a built-in emulated camera in-process and use it."]]
     optParameters: list[list[Any]] = [
         ["listen", None, None, "Twisted server endpoint to serve HTTP and /ws on."],
-        ["camera", None, None, "Camera WebSocket URL, e.g. ws://192.168.1.100:80/ws."],
-        ["database", None, None, "SQLite database file."],
+        ["camera", None, None, "The camera default's URL, e.g. ws://192.168.1.100:80/ws."],
+        ["database", None, None, "SQLite file, or postgresql://user:password@host:port/db."],
+        ["redis", None, None, "redis://[:password@]host:port[/db] of a cluster of daemons."],
+        ["redis-ca", None, None, "PEM file of the CA that signed a rediss:// Redis's cert."],
+        ["node", None, None, "This daemon's name in a cluster (default: host name:port)."],
         ["max-fps", None, None, "Never ask the camera for more frames per second."],
         ["idle-close", None, None, "Close the camera link after this many idle seconds."],
         ["frame-timeout", None, None, "Give up a getframe unanswered this long (seconds)."],
@@ -127,6 +132,25 @@ class Options(usage.Options):
             twistd.postOptions = use_our_observer  # type: ignore[method-assign]
 
 
+def cluster_node(config: Config, reactor: Any) -> tuple[Service, ClusterNode] | None:
+    """With ``--redis``: the bus (a service) and this daemon's side of it (CONTRACT §8)."""
+    if config.redis_url is None:
+        return None
+    # Imported here: txredisapi installs the global reactor when it is imported.
+    from camproxy.cluster.redisbus import RedisBus
+
+    bus = RedisBus(reactor, config.redis_url, ca_file=config.redis_ca)
+    # Leases are timed on a monotonic clock: a wall-clock jump must not keep a link alive.
+    return bus, ClusterNode(reactor, bus, config.node, now=time.monotonic)
+
+
+def cluster_health(node: ClusterNode | None) -> ClusterHealth | None:
+    if node is None:
+        return None
+    bus = node.bus
+    return ClusterHealth(node.node_name, lambda: bool(bus.connected))
+
+
 def startup_settings(config: Config, demo: DemoCameras | None) -> StartupSettings:
     """What the accounts' start-up work needs: the database, the bootstrap admin and the
     cameras to make sure of (``--camera`` as ``default``, or the demo's)."""
@@ -170,8 +194,10 @@ class CameraBuilders:
         auth: Authenticator,
         proxies: TrustedProxies,
         demo: DemoCameras | None,
+        node: ClusterNode | None = None,
     ) -> None:
         self._reactor = reactor
+        self._node = node
         self._config = config
         self._auth = auth
         self._proxies = proxies
@@ -190,7 +216,23 @@ class CameraBuilders:
             control_mode=spec.control,
         )
 
-    def source(self, spec: CameraSpec, listener: ISourceListener) -> ICameraSource:
+    def source(self, spec: CameraSpec, hub: CameraHub, listener: ISourceListener) -> ICameraSource:
+        """The camera's source: in a cluster, the cluster's view of it (which opens the
+        real one while this daemon holds the camera); else the source of its kind."""
+        node = self._node
+        if node is None:
+            return self._real_source(spec, listener)
+        kind = spec.kind or default_kind(spec.url) or "mjpeg"
+        return node.source(
+            spec.name,
+            hub,
+            listener,
+            lambda real_listener: self._real_source(spec, real_listener),
+            kind=kind,
+            capabilities=likely_capabilities(kind),
+        )
+
+    def _real_source(self, spec: CameraSpec, listener: ISourceListener) -> ICameraSource:
         """The source of the camera's kind (or of its URL's default kind)."""
         config, demo = self._config, self._demo
         endpoint_factory = None
@@ -312,6 +354,16 @@ def build_service(
 
     accounts.setName("accounts")
     accounts.setServiceParent(top)
+    cluster = cluster_node(config, reactor)
+    node = None
+    if cluster is not None:
+        # Started before the cameras and stopped after them, so that a holder can still
+        # give its leases up on the bus when the daemon stops.
+        bus, node = cluster
+        bus.setName("bus")
+        bus.setServiceParent(top)
+        node.setName("cluster")
+        node.setServiceParent(top)
 
     origins = OriginPolicy(config.allowed_origins)
     proxies = TrustedProxies(parse_networks(config.trusted_proxies))
@@ -319,12 +371,14 @@ def build_service(
     if demo is not None:
         demo.setName("democam")
         demo.setServiceParent(top)
-    builders = CameraBuilders(reactor, config, auth, proxies, demo)
+    builders = CameraBuilders(reactor, config, auth, proxies, demo, node)
     fleet = Fleet(reactor, builders.hub, builders.source, builders.viewers)
     fleet.setName("cameras")
     fleet.setServiceParent(top)
     cameras = CameraAccess(fleet)
     builders.cameras = cameras
+    if node is not None:
+        fleet.on_removed = node.forget
     fleet.apply(camera_spec(record, config) for record in records)
 
     async def load_cameras() -> list[CameraSpec]:
@@ -394,6 +448,7 @@ def build_service(
             csrf=csrf,
             renderer=renderer,
             static_dir=asset_directory("static"),
+            cluster=cluster_health(node),
         )
     )
     api = IntegrationApi(

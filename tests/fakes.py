@@ -10,8 +10,13 @@ from zope.interface import implementer
 
 from camproxy.hub.events import CloseReason, Event, Refused
 from camproxy.hub.frames import Frame
-from camproxy.hub.hub import CameraHub
-from camproxy.hub.source import Capabilities, CommandFailed, ICameraSource, Limits
+from camproxy.hub.source import (
+    Capabilities,
+    CommandFailed,
+    ICameraSource,
+    ISourceListener,
+    Limits,
+)
 from camproxy.hub.viewer import IRequester, IViewer
 from camproxy.viewers.messages import encode_event
 
@@ -30,7 +35,7 @@ class FakeSource:
 
     def __init__(
         self,
-        hub: CameraHub,
+        hub: ISourceListener,
         *,
         connect_on_open: bool = True,
         capabilities: Capabilities | None = None,

@@ -262,6 +262,12 @@ class RecordingListener:
     def capabilities_changed(self) -> None:
         self.events.append(("capabilities", None))
 
+    def light_reported(self, on: bool) -> None:
+        self.events.append(("light", on))
+
+    def control_reported(self, holder: str | None, expires_in: float | None) -> None:
+        self.events.append(("control", (holder, expires_in)))
+
     @property
     def frames(self) -> list[bytes]:
         return [data for kind, data in self.events if kind == "frame"]

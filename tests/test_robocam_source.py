@@ -49,6 +49,12 @@ class RecordingListener:
     def capabilities_changed(self) -> None:
         self.calls.append(("capabilities",))
 
+    def light_reported(self, on: bool) -> None:
+        self.calls.append(("light", on))
+
+    def control_reported(self, holder: str | None, expires_in: float | None) -> None:
+        self.calls.append(("control", holder, expires_in))
+
 
 class FakeProtocol:
     def __init__(self) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import attrs
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -39,6 +39,7 @@ from camproxy.hub.events import (
     Refused,
 )
 from camproxy.hub.frames import Frame
+from camproxy.hub.relay import ICommandRelay
 from camproxy.hub.source import (
     Capabilities,
     CommandFailed,
@@ -148,6 +149,9 @@ class CameraHub:
         self._hold_announced_at = float("-inf")
         self._hold_call: IDelayedCall | None = None
         self._listener: _Listener | None = None
+        self._remote_viewers = 0
+        #: Called with every event the hub broadcasts (a cluster's holder relays them).
+        self.observers: list[Callable[[Event], object]] = []
 
     # -- wiring ---------------------------------------------------------------
 
@@ -220,7 +224,18 @@ class CameraHub:
 
     @property
     def viewer_count(self) -> int:
+        """Viewers of this camera, here and (in a cluster) on the other daemons."""
+        return len(self._viewers) + self._remote_viewers
+
+    @property
+    def local_viewer_count(self) -> int:
         return len(self._viewers)
+
+    @property
+    def wanted_here(self) -> bool:
+        """Whether this daemon itself needs the camera: its own viewers, a snapshot
+        waiting here, or a link kept open always."""
+        return bool(self._viewers or self._frame_waiters) or self.idle_close == 0
 
     @property
     def viewers(self) -> frozenset[IViewer]:
@@ -230,7 +245,7 @@ class CameraHub:
     @property
     def wants_camera(self) -> bool:
         """Whether the proxy needs the camera now (a viewer watches, or always)."""
-        return bool(self._viewers) or self.idle_close == 0
+        return bool(self._viewers) or self._remote_viewers > 0 or self.idle_close == 0
 
     @property
     def link_open(self) -> bool:
@@ -244,7 +259,7 @@ class CameraHub:
         self._open_link()
         if not self._count_changed():
             # The others hear of the newcomer a moment later; the newcomer at once.
-            self._deliver(viewer, viewer.send_event, ClientCount(len(self._viewers)))
+            self._deliver(viewer, viewer.send_event, ClientCount(self.viewer_count))
         if self.position is not None:
             self._deliver(viewer, viewer.send_event, self.position)
         self._deliver(viewer, viewer.send_event, LightUpdate(self.light))
@@ -267,10 +282,26 @@ class CameraHub:
             self._schedule_poll()
             self._arm_idle_close()
 
+    def remote_viewers_reported(self, count: int) -> None:
+        """The viewers of this camera on the other daemons of a cluster: they count for
+        ``client_count``, pacing and idle close like this daemon's own."""
+        if count == self._remote_viewers or self._stopped:
+            return
+        self._remote_viewers = count
+        self._count_changed()
+        if count:
+            self._cancel_idle_close()
+            self._open_link()
+        else:
+            self._arm_idle_close()
+        self._schedule_poll()
+
     def broadcast(self, event: Event) -> None:
-        """Send one event to every viewer."""
+        """Send one event to every viewer (and to the observers, see :attr:`observers`)."""
         for viewer in list(self._viewers):
             self._deliver(viewer, viewer.send_event, event)
+        for observer in self.observers:
+            observer(event)
 
     def _deliver(self, viewer: IViewer, send: Callable[[T], None], item: T) -> None:
         # One viewer failing (say, closing while we write) must never reach the
@@ -300,11 +331,11 @@ class CameraHub:
 
     def _send_folded_count(self) -> None:
         self._count_call = None
-        if len(self._viewers) != self._count_sent:
+        if self.viewer_count != self._count_sent:
             self._send_count()
 
     def _send_count(self) -> None:
-        self._count_sent = count = len(self._viewers)
+        self._count_sent = count = self.viewer_count
         self._count_sent_at = self._clock.seconds()
         self.broadcast(ClientCount(count))
 
@@ -316,7 +347,7 @@ class CameraHub:
             self._source.open()
 
     def _arm_idle_close(self) -> None:
-        if self._stopped or self.idle_close <= 0 or self._viewers or self._frame_waiters:
+        if self._stopped or self.idle_close <= 0 or self.wants_camera or self._frame_waiters:
             return
         if self._idle_call is None:
             self._idle_call = self._clock.callLater(self.idle_close, self._close_for_idleness)
@@ -329,7 +360,7 @@ class CameraHub:
 
     def _close_for_idleness(self) -> None:
         self._idle_call = None
-        if self._viewers or self._frame_waiters or self._source is None or not self._link_open:
+        if self.wants_camera or self._frame_waiters or self._source is None or not self._link_open:
             return
         self.log.info("no viewers for {seconds}s: closing the camera link", seconds=self.idle_close)
         self._link_open = False
@@ -408,6 +439,14 @@ class CameraHub:
         if self._position_requesters:
             self._position_requesters.popleft().command_refused(OUT_OF_BOUNDS)
 
+    def light_reported(self, on: bool) -> None:
+        self._light_switched(on)
+
+    def control_reported(self, holder: str | None, expires_in: float | None) -> None:
+        self.holder = holder
+        self._hold_expires_at = self._clock.seconds() + (expires_in or 0.0)
+        self.broadcast(ControlChanged(holder, expires_in if holder is not None else None))
+
     def capabilities_changed(self) -> None:
         self.log.info(
             "camera is of kind {kind} with {capabilities}",
@@ -417,12 +456,34 @@ class CameraHub:
 
     # -- commands -----------------------------------------------------------------
 
+    def submit(self, command: Command, requester: IRequester) -> Deferred[None]:
+        """:meth:`execute`, and a Deferred that fires once the command was decided (at
+        once, unless it was relayed to another daemon)."""
+        relay = self._relay()
+        if relay is None:
+            self.execute(command, requester)
+            return succeed(None)
+        refusal = self._local_refusal(command, requester)
+        if refusal is not None:
+            requester.command_refused(refusal)
+            return succeed(None)
+        return relay.relay(command, requester)
+
+    def _relay(self) -> ICommandRelay | None:
+        source = self._source
+        if source is not None and ICommandRelay.providedBy(source) and source.relaying:
+            return source
+        return None
+
     def execute(self, command: Command, requester: IRequester) -> bool:
         """Check permission, capability, control and link state, then carry ``command`` out.
 
-        Returns whether it went to the camera; a refusal has been reported to
-        ``requester`` (a light that fails to switch is reported later).
+        Returns whether it went to the camera (or to the daemon that holds it); a refusal
+        has been reported to ``requester`` (a light that fails to switch, later).
         """
+        if self._relay() is not None:
+            self.submit(command, requester)
+            return True
         if isinstance(command, ReleaseControl):
             return self._release(requester)
         refusal = self._refusal(command, requester)
@@ -449,6 +510,15 @@ class CameraHub:
         return True
 
     def _refusal(self, command: Command, requester: IRequester) -> Refused | None:
+        refusal = self._local_refusal(command, requester)
+        if refusal is None and (not self.connected or self._source is None):
+            return NOT_CONNECTED
+        return refusal
+
+    def _local_refusal(self, command: Command, requester: IRequester) -> Refused | None:
+        """What can be refused without asking the camera's holder."""
+        if isinstance(command, ReleaseControl):
+            return None
         if isinstance(command, CONTROL_COMMANDS) and not requester.may_control:
             return NO_CONTROL
         capabilities = self.capabilities
@@ -457,8 +527,6 @@ class CameraHub:
                 return NO_LIGHT
         elif not capabilities.pan_tilt:
             return NO_PAN_TILT
-        if not self.connected or self._source is None:
-            return NOT_CONNECTED
         return None
 
     def _light_switched(self, on: bool) -> None:
@@ -574,7 +642,7 @@ class CameraHub:
             and self.connected
             and self._source is not None
             and self._source.paced
-            and bool(self._viewers or self._frame_waiters)
+            and bool(self._viewers or self._remote_viewers or self._frame_waiters)
         )
 
     def _schedule_poll(self) -> None:
@@ -662,3 +730,11 @@ class _Listener:
     def capabilities_changed(self) -> None:
         if self.active:
             self._hub.capabilities_changed()
+
+    def light_reported(self, on: bool) -> None:
+        if self.active:
+            self._hub.light_reported(on)
+
+    def control_reported(self, holder: str | None, expires_in: float | None) -> None:
+        if self.active:
+            self._hub.control_reported(holder, expires_in)

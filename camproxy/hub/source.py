@@ -145,3 +145,10 @@ class ISourceListener(Interface):
 
     def capabilities_changed() -> None:
         """``capabilities`` (or ``kind``) changed, e.g. once an ESP32's ``/status`` is read."""
+
+    def light_reported(on: bool) -> None:
+        """The light was switched by a command carried out elsewhere (a cluster's holder)."""
+
+    def control_reported(holder: str | None, expires_in: float | None) -> None:
+        """Exclusive control as decided elsewhere: ``holder`` holds it for ``expires_in``
+        seconds more unless they command again; None: nobody holds it."""

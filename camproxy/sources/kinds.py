@@ -12,7 +12,7 @@ from collections.abc import Callable
 from hyperlink import URL
 from twisted.internet.interfaces import IReactorTime
 
-from camproxy.hub.source import ICameraSource, ISourceListener
+from camproxy.hub.source import Capabilities, ICameraSource, ISourceListener
 from camproxy.sources.esp32 import Esp32Source, is_base_url
 from camproxy.sources.http import RETRY_POLICY, HttpSourceSettings, redact
 from camproxy.sources.httpcam import HttpCameraSource, JPEGSource, MJPEGSource
@@ -100,3 +100,13 @@ def make_source(
     if kind == "jpeg":
         return JPEGSource(reactor, listener, settings, retry_policy=retry_policy)
     return HttpCameraSource(reactor, listener, settings, kind=DETECT, retry_policy=retry_policy)
+
+
+def likely_capabilities(kind: str | None) -> Capabilities:
+    """What a camera of ``kind`` can usually do, before its link says (a cluster follower
+    shows this until the holder reports the camera's own)."""
+    if kind == "robocam":
+        return Capabilities(pan_tilt=True, light=True)
+    if kind == "esp32":
+        return Capabilities(light=True)
+    return Capabilities()

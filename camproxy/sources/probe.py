@@ -148,6 +148,12 @@ class _Recorder:
     def capabilities_changed(self) -> None:
         pass
 
+    def light_reported(self, on: bool) -> None:
+        pass
+
+    def control_reported(self, holder: str | None, expires_in: float | None) -> None:
+        pass
+
     def failed(self, why: str) -> None:
         if self.failure is None:
             self.failure = why

@@ -4,6 +4,7 @@ and the 404 page."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +23,25 @@ from camproxy.web.csrf import CsrfTokens
 from camproxy.web.rendering import Renderer
 
 
-def health_document(fleet: Fleet) -> dict[str, object]:
-    """CONTRACT §2 and §6 ``/health``: degraded while any camera the proxy wants cannot be
-    reached; ``esp32_connected`` is the ``default`` camera's link; no camera is named."""
+@attrs.frozen
+class ClusterHealth:
+    """In a cluster (CONTRACT §8): this daemon's name, and whether its bus is up."""
+
+    node: str
+    redis: Callable[[], bool]
+
+
+def health_document(fleet: Fleet, cluster: ClusterHealth | None = None) -> dict[str, object]:
+    """CONTRACT §2, §6, §8 ``/health``: degraded while any camera the proxy wants cannot be
+    reached (or the cluster's Redis); ``esp32_connected`` is the ``default`` camera's link
+    as the cluster sees it; no camera is named."""
     stacks = list(fleet)
     degraded = sum(1 for s in stacks if s.hub.wants_camera and not s.hub.connected)
     default = fleet.get(DEFAULT_CAMERA)
+    redis = cluster.redis() if cluster is not None else True
+    extra: dict[str, object] = {} if cluster is None else {"node": cluster.node, "redis": redis}
     return {
-        "status": "degraded" if degraded else "healthy",
+        "status": "degraded" if degraded or not redis else "healthy",
         "esp32_connected": default is not None and default.hub.connected,
         "clients": sum(s.hub.viewer_count for s in stacks),
         "cameras": {
@@ -37,6 +49,7 @@ def health_document(fleet: Fleet) -> dict[str, object]:
             "connected": sum(1 for s in stacks if s.hub.connected),
             "degraded": degraded,
         },
+        **extra,
     }
 
 
@@ -64,6 +77,7 @@ class PageDependencies:
     csrf: CsrfTokens
     renderer: Renderer
     static_dir: Path
+    cluster: ClusterHealth | None = None
 
 
 class PageRoutes:
@@ -78,7 +92,7 @@ class PageRoutes:
     def health(self, request: IRequest) -> bytes:
         request.setHeader(b"Content-Type", b"application/json")
         request.setHeader(b"Cache-Control", b"no-store")
-        return json.dumps(health_document(self.deps.fleet)).encode()
+        return json.dumps(health_document(self.deps.fleet, self.deps.cluster)).encode()
 
     @app.route("/", methods=["GET", "HEAD"])
     async def index(self, request: IRequest) -> bytes:

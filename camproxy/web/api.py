@@ -136,8 +136,9 @@ class IntegrationApi:
         if isinstance(found, bytes):
             return found
         hub = found[1].stack.hub
-        if hub.link_open and not hub.connected:
-            # The camera is down: say so now rather than hold the client (CONTRACT §5).
+        if hub.link_open and hub.wants_camera and not hub.connected:
+            # The camera is down while watched: say so now rather than hold the client
+            # (CONTRACT §5). An idle camera is woken up below.
             return self.camera_down(request)
         frame = hub.newest
         if frame is None or self.clock.seconds() - frame.received_at > SNAPSHOT_FRESH:

@@ -43,6 +43,7 @@ from camproxy.hub.relay import ICommandRelay
 from camproxy.hub.source import (
     Capabilities,
     CommandFailed,
+    GatedListener,
     ICameraSource,
     ISourceListener,
     Limits,
@@ -148,7 +149,7 @@ class CameraHub:
         self._hold_expires_at = 0.0
         self._hold_announced_at = float("-inf")
         self._hold_call: IDelayedCall | None = None
-        self._listener: _Listener | None = None
+        self._listener: GatedListener | None = None
         self._remote_viewers = 0
         #: Called with every event the hub broadcasts (a cluster's holder relays them).
         self.observers: list[Callable[[Event], object]] = []
@@ -168,7 +169,7 @@ class CameraHub:
         stay and hear ``camera_status`` as the link goes down and, with the new one, up."""
         if self._listener is not None:
             self._listener.active = False
-        self._listener = _Listener(self)
+        self._listener = GatedListener(self)
         old, self._source = self._source, build(self._listener)
         if old is not None and self._link_open:
             self._link_open = False
@@ -690,51 +691,3 @@ class CameraHub:
         if self._request_sent_at is not None:
             self._request_timed_out_now()
         self._schedule_poll()
-
-
-@implementer(ISourceListener)
-class _Listener:
-    """The hub as one source sees it; silenced once that source is replaced."""
-
-    def __init__(self, hub: CameraHub) -> None:
-        self._hub = hub
-        self.active = True
-
-    def source_connected(self) -> None:
-        if self.active:
-            self._hub.source_connected()
-
-    def source_disconnected(self) -> None:
-        if self.active:
-            self._hub.source_disconnected()
-
-    def frame_received(self, data: bytes) -> bool:
-        return self._hub.frame_received(data) if self.active else False
-
-    def frame_request_failed(self) -> None:
-        if self.active:
-            self._hub.frame_request_failed()
-
-    def position_reported(self, x: int, y: int) -> None:
-        if self.active:
-            self._hub.position_reported(x, y)
-
-    def limits_reported(self, limits: Limits) -> None:
-        if self.active:
-            self._hub.limits_reported(limits)
-
-    def position_refused(self) -> None:
-        if self.active:
-            self._hub.position_refused()
-
-    def capabilities_changed(self) -> None:
-        if self.active:
-            self._hub.capabilities_changed()
-
-    def light_reported(self, on: bool) -> None:
-        if self.active:
-            self._hub.light_reported(on)
-
-    def control_reported(self, holder: str | None, expires_in: float | None) -> None:
-        if self.active:
-            self._hub.control_reported(holder, expires_in)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import attrs
 from twisted.internet.defer import Deferred
-from zope.interface import Attribute, Interface
+from zope.interface import Attribute, Interface, implementer
 
 JPEG_START = b"\xff\xd8"
 JPEG_END = b"\xff\xd9"
@@ -152,3 +152,52 @@ class ISourceListener(Interface):
     def control_reported(holder: str | None, expires_in: float | None) -> None:
         """Exclusive control as decided elsewhere: ``holder`` holds it for ``expires_in``
         seconds more unless they command again; None: nobody holds it."""
+
+
+@implementer(ISourceListener)
+class GatedListener:
+    """Passes a source's reports on to ``target`` until :attr:`active` is made False: a
+    source that was replaced (or a link given up) can report nothing more."""
+
+    def __init__(self, target: ISourceListener) -> None:
+        self._target = target
+        self.active = True
+
+    def source_connected(self) -> None:
+        if self.active:
+            self._target.source_connected()
+
+    def source_disconnected(self) -> None:
+        if self.active:
+            self._target.source_disconnected()
+
+    def frame_received(self, data: bytes) -> bool:
+        return bool(self._target.frame_received(data)) if self.active else False
+
+    def frame_request_failed(self) -> None:
+        if self.active:
+            self._target.frame_request_failed()
+
+    def position_reported(self, x: int, y: int) -> None:
+        if self.active:
+            self._target.position_reported(x, y)
+
+    def limits_reported(self, limits: Limits) -> None:
+        if self.active:
+            self._target.limits_reported(limits)
+
+    def position_refused(self) -> None:
+        if self.active:
+            self._target.position_refused()
+
+    def capabilities_changed(self) -> None:
+        if self.active:
+            self._target.capabilities_changed()
+
+    def light_reported(self, on: bool) -> None:
+        if self.active:
+            self._target.light_reported(on)
+
+    def control_reported(self, holder: str | None, expires_in: float | None) -> None:
+        if self.active:
+            self._target.control_reported(holder, expires_in)

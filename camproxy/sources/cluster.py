@@ -57,6 +57,7 @@ from camproxy.hub.relay import ICommandRelay
 from camproxy.hub.source import (
     Capabilities,
     CommandFailed,
+    GatedListener,
     ICameraSource,
     ISourceListener,
     Limits,
@@ -169,59 +170,14 @@ class _Pending:
     timeout: IDelayedCall | None
 
 
-@implementer(ISourceListener)
-class _HolderListener:
-    """The real source's listener while this daemon holds the camera (one per holding,
-    silenced when it ends, so a closing link cannot disturb the next)."""
-
-    def __init__(self, owner: ClusterSource) -> None:
-        self._owner = owner
-        self.active = True
-
-    def source_connected(self) -> None:
-        if self.active:
-            self._owner.holder_source_connected()
-
-    def source_disconnected(self) -> None:
-        if self.active:
-            self._owner.holder_source_disconnected()
-
-    def frame_received(self, data: bytes) -> bool:
-        return self._owner.holder_frame_received(data) if self.active else False
-
-    def frame_request_failed(self) -> None:
-        if self.active:
-            self._owner.listener.frame_request_failed()
-
-    def position_reported(self, x: int, y: int) -> None:
-        if self.active:
-            self._owner.listener.position_reported(x, y)
-
-    def limits_reported(self, limits: Limits) -> None:
-        if self.active:
-            self._owner.holder_limits_reported(limits)
-
-    def position_refused(self) -> None:
-        if self.active:
-            self._owner.listener.position_refused()
-
-    def capabilities_changed(self) -> None:
-        if self.active:
-            self._owner.holder_capabilities_changed()
-
-    def light_reported(self, on: bool) -> None:
-        if self.active:
-            self._owner.listener.light_reported(on)
-
-    def control_reported(self, holder: str | None, expires_in: float | None) -> None:
-        if self.active:
-            self._owner.listener.control_reported(holder, expires_in)
-
-
-@implementer(ICameraSource, ICommandRelay)
+@implementer(ICameraSource, ICommandRelay, ISourceListener)
 class ClusterSource:
     """One camera as one daemon of a cluster sees it: the holder's link, or a follower's
-    view of it over the bus."""
+    view of it over the bus.
+
+    As an :class:`ISourceListener` it hears the real source while this daemon holds the
+    camera (through a :class:`GatedListener`, silenced when the holding ends).
+    """
 
     log = Logger()
 
@@ -246,7 +202,7 @@ class ClusterSource:
         self._limits: Limits | None = None
         self._open = False
         self._real: ICameraSource | None = None
-        self._holder_listener: _HolderListener | None = None
+        self._holder_listener: GatedListener | None = None
         self._token = f"{node.node_name}:{uuid.uuid4().hex}"
         self._taking = False
         self.epoch = 0
@@ -455,7 +411,7 @@ class ClusterSource:
                 return
             self.epoch = self._seen_epoch = epoch
             self._sequence = 0
-            self._holder_listener = _HolderListener(self)
+            self._holder_listener = GatedListener(self)
             self._real = self._build(self._holder_listener)
             self.hub.observers.append(self._hub_event)
             self.log.info(
@@ -506,20 +462,20 @@ class ClusterSource:
             self.give_up("the cluster's bus is away", release=False)
         self._cluster_disconnected()
 
-    # -- the holder's real source (through _HolderListener) ----------------------------------
+    # -- ISourceListener: the holder's real source (through a GatedListener) ----------------
 
-    def holder_source_connected(self) -> None:
+    def source_connected(self) -> None:
         self._link_up = True
         self._cluster_connected = True
         self.listener.source_connected()
         self._publish_state()
 
-    def holder_source_disconnected(self) -> None:
+    def source_disconnected(self) -> None:
         self._link_up = False
         self._cluster_disconnected()
         self._publish_event({"type": "status", "connected": False, "epoch": self.epoch})
 
-    def holder_frame_received(self, data: bytes) -> bool:
+    def frame_received(self, data: bytes) -> bool:
         if not self.listener.frame_received(data):
             return False
         self._sequence += 1
@@ -533,14 +489,29 @@ class ClusterSource:
             )
         return True
 
-    def holder_limits_reported(self, limits: Limits) -> None:
+    def limits_reported(self, limits: Limits) -> None:
         self._limits = limits
         self.listener.limits_reported(limits)
         self._publish_state()
 
-    def holder_capabilities_changed(self) -> None:
+    def capabilities_changed(self) -> None:
         self.listener.capabilities_changed()
         self._publish_state()
+
+    def frame_request_failed(self) -> None:
+        self.listener.frame_request_failed()
+
+    def position_reported(self, x: int, y: int) -> None:
+        self.listener.position_reported(x, y)
+
+    def position_refused(self) -> None:
+        self.listener.position_refused()
+
+    def light_reported(self, on: bool) -> None:
+        self.listener.light_reported(on)
+
+    def control_reported(self, holder: str | None, expires_in: float | None) -> None:
+        self.listener.control_reported(holder, expires_in)
 
     def _hub_event(self, event: Event) -> None:
         """The holder's hub broadcast an event: every other daemon hears it too."""

@@ -165,7 +165,7 @@ class Fleet(Service):
                 self.log.info(
                     "camera {name!r} added ({kind}, {url})",
                     name=name,
-                    kind=spec.kind or "detect",
+                    kind=spec.kind or "kind by URL",
                     url=redacted_url(spec.url),
                 )
                 if self.running:
@@ -187,7 +187,7 @@ class Fleet(Service):
                 "camera {name!r} now at {url} ({kind}): reconnecting",
                 name=spec.name,
                 url=redacted_url(spec.url),
-                kind=spec.kind or "detect",
+                kind=spec.kind or "kind by URL",
             )
             hub.replace_source(lambda listener: self._build_source(spec, hub, listener))
             assert hub.source is not None

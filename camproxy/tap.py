@@ -214,6 +214,7 @@ class CameraBuilders:
             request_timeout=self._config.frame_timeout,
             max_frame_bytes=self._config.max_frame_bytes,
             control_mode=spec.control,
+            name=spec.name,
         )
 
     def source(self, spec: CameraSpec, hub: CameraHub, listener: ISourceListener) -> ICameraSource:

@@ -409,3 +409,42 @@ def test_the_listen_backlog_fits_a_crowd() -> None:
     assert with_backlog("ssl:443:privateKey=k.pem").endswith(f":backlog={LISTEN_BACKLOG}")
     assert with_backlog("tcp:5000:backlog=10") == "tcp:5000:backlog=10"
     assert LISTEN_BACKLOG >= 1000
+
+
+# -- 8. /ws upgrades get request-log lines ---------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_viewer_sockets_get_request_log_lines(
+    demo_camera_factory: Any, daemon_factory: Any
+) -> None:
+    from twisted.logger import formatEvent, globalLogPublisher
+
+    lines: list[str] = []
+
+    def observe(event: Any) -> None:
+        lines.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        camera = await demo_camera_factory()
+        daemon = await daemon_factory(camera_url=camera.url)
+        viewer = await daemon.viewer("alice")
+        await viewer.wait_frames(2)
+        await close_viewer(viewer)
+        await wait_until(daemon.reactor, lambda: any("closed user=alice" in x for x in lines))
+        refused = await threads.deferToThread(raw_upgrade, daemon.port, {})
+        origin = await threads.deferToThread(
+            raw_upgrade, daemon.port, {"Origin": "null", "Cookie": await cookie_of(daemon)}
+        )
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    assert refused[0] == 403 and origin[0] == 403
+    opened = [x for x in lines if '"GET /ws" 101' in x]
+    assert opened and "127.0.0.1" in opened[0] and "user=alice" in opened[0]
+    (closed,) = [x for x in lines if '"GET /ws" closed' in x]
+    assert "user=alice" in closed and "code=1000" in closed
+    assert re.search(r"after \d+\.\ds, [1-9]\d* frames sent, \d+ skipped", closed)
+    assert any('"GET /ws" 403 refused: login required' in x for x in lines)
+    assert any("origin 'null'" in x and "not allowed" in x for x in lines)
+    assert any(re.search(r'"GET /ws" 403 [\d.]+ms', x) for x in lines)

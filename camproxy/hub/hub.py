@@ -117,7 +117,9 @@ class CameraHub:
         max_frame_bytes: int = 4 * 1024 * 1024,
         control_mode: str = SHARED,
         hold_seconds: float = HOLD_SECONDS,
+        name: str = "default",
     ) -> None:
+        self.name = name
         self._clock = clock
         self.min_interval = 1.0 / max_fps
         self.idle_close = idle_close
@@ -310,7 +312,11 @@ class CameraHub:
         try:
             send(item)
         except Exception:
-            self.log.failure("dropping viewer {viewer} after a send failed", viewer=viewer)
+            self.log.failure(
+                "camera {camera!r}: dropping viewer {viewer} after a send failed",
+                camera=self.name,
+                viewer=viewer,
+            )
             self.detach(viewer)
 
     # -- the viewer count, folded ------------------------------------------------
@@ -363,7 +369,11 @@ class CameraHub:
         self._idle_call = None
         if self.wants_camera or self._frame_waiters or self._source is None or not self._link_open:
             return
-        self.log.info("no viewers for {seconds}s: closing the camera link", seconds=self.idle_close)
+        self.log.info(
+            "camera {camera!r}: no viewers for {seconds}s: closing its link",
+            camera=self.name,
+            seconds=self.idle_close,
+        )
         self._link_open = False
         self._source.close()
 
@@ -403,7 +413,8 @@ class CameraHub:
         self._request_sent_at = None
         if self._unanswered:
             self.log.info(
-                "camera answers again after {count} unanswered frame requests",
+                "camera {camera!r} answers again after {count} unanswered frame requests",
+                camera=self.name,
                 count=self._unanswered,
             )
             self._unanswered = 0
@@ -450,7 +461,8 @@ class CameraHub:
 
     def capabilities_changed(self) -> None:
         self.log.info(
-            "camera is of kind {kind} with {capabilities}",
+            "camera {camera!r} is of kind {kind} with {capabilities}",
+            camera=self.name,
             kind=self.kind,
             capabilities=self.capabilities,
         )
@@ -538,7 +550,9 @@ class CameraHub:
         if failure.check(CommandFailed):
             message = f"the camera did not switch its light: {failure.value}"
         else:
-            self.log.failure("switching the light failed", failure)
+            self.log.failure(
+                "camera {camera!r}: switching the light failed", failure, camera=self.name
+            )
             message = "the camera did not switch its light"
         requester.command_refused(Refused(Refusal.FAILED, message))
 
@@ -584,7 +598,8 @@ class CameraHub:
         if user != self.holder or now - self._hold_announced_at >= HOLD_ANNOUNCE_INTERVAL:
             if user != self.holder:
                 self.log.info(
-                    "{user!r} holds the camera now (was {previous!r})",
+                    "camera {camera!r}: {user!r} holds it now (was {previous!r})",
+                    camera=self.name,
                     user=user,
                     previous=self.holder,
                 )
@@ -610,7 +625,12 @@ class CameraHub:
         self._hold_call = None
         if self.holder is None:
             return
-        self.log.info("{user!r} no longer holds the camera: {why}", user=self.holder, why=why)
+        self.log.info(
+            "camera {camera!r}: {user!r} no longer holds it: {why}",
+            camera=self.name,
+            user=self.holder,
+            why=why,
+        )
         self.holder = None
         self.broadcast(ControlChanged(None))
 
@@ -678,7 +698,8 @@ class CameraHub:
         if not self._unanswered:
             # Once per silence, not once per request: the next frame ends it.
             self.log.warn(
-                "camera did not answer a frame request within {timeout}s; asking again",
+                "camera {camera!r} did not answer a frame request within {timeout}s; asking again",
+                camera=self.name,
                 timeout=self.request_timeout,
             )
         self._unanswered += 1

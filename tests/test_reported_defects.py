@@ -418,10 +418,12 @@ def test_the_listen_backlog_fits_a_crowd() -> None:
 async def test_viewer_sockets_get_request_log_lines(
     demo_camera_factory: Any, daemon_factory: Any
 ) -> None:
-    from twisted.logger import formatEvent, globalLogPublisher
+    from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
+    from zope.interface import provider
 
     lines: list[str] = []
 
+    @provider(ILogObserver)
     def observe(event: Any) -> None:
         lines.append(formatEvent(event))
 

@@ -1,0 +1,618 @@
+"""Several daemons as one CamProxy (CONTRACT §8), as processes: real ``twistd camproxy``
+daemons on one real Redis and one real PostgreSQL, one emulated RoboCam, viewers logged in
+through the HTTP login; then the faults of issue 15: a holder killed or stopped, Redis
+killed or frozen, a daemon dropped by Redis as a slow subscriber, PostgreSQL restarted, a
+command sent while the camera changes hands, and the start-up refusals.
+
+The camera runs in this process (``demo_camera_factory``), so the test sees its clients
+and every command it receives; its frames are made here (:class:`FrameMaker`: each one
+different, and remembered), so what viewers get can be compared byte for byte. Readiness
+and state of the other processes are bounded polls of ``/health``; everything else waits
+on events (frames, messages, the camera's clients).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import signal
+import subprocess
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+import pytest_twisted
+import treq
+from autobahn.twisted.websocket import WebSocketClientFactory
+from twisted.internet import defer, task, threads
+from twisted.internet.endpoints import TCP4ClientEndpoint
+
+from camproxy.accounts.passwords import BcryptHasher
+from camproxy.accounts.users import UserStore
+from camproxy.web.auth import SESSION_COOKIE
+from tests import servers, stores
+from tests.browserlike import Browser
+from tests.clirun import camproxy
+from tests.processes import free_port, twistd
+from tests.wsclient import RecordingViewer, close_viewer
+
+pytestmark = pytest.mark.slow
+
+shared_postgres = stores.shared_postgres
+redis_factory = servers.redis_factory
+postgres_factory = servers.postgres_factory
+
+SECRET = "cluster-test-secret"
+PASSWORD = "cluster-password"
+#: The contract's bound for a failover, a Redis outage and a recovery (CONTRACT §8).
+CONTRACT = 10.0
+#: What the tests wait for it: the contract's bound plus slack for a loaded 2-core machine.
+PATIENCE = CONTRACT + 8.0
+#: Frames pushed by the camera: 10 a second.
+FRAME_INTERVAL = 0.1
+
+
+# -- the camera's side -------------------------------------------------------------------
+
+
+class FrameMaker:
+    """The camera's frames: JPEG-delimited, each one different (a counter and random
+    bytes), ``size`` bytes long; every frame made is remembered, in order."""
+
+    def __init__(self, size: int = 2000) -> None:
+        self.size = size
+        self.made: list[bytes] = []
+        self._index: dict[bytes, int] = {}
+        self._counter = itertools.count()
+
+    def __call__(self) -> bytes:
+        head = b"\xff\xd8\xff\xfe" + f"frame {next(self._counter):08d} ".encode()
+        frame = head + os.urandom(max(0, self.size - len(head) - 2)) + b"\xff\xd9"
+        self._index[frame] = len(self.made)
+        self.made.append(frame)
+        return frame
+
+    def position(self, frame: bytes) -> int | None:
+        """Where ``frame`` is among the frames made (None: never made here)."""
+        return self._index.get(frame)
+
+
+class CameraWatch:
+    """The emulated camera, watched: its clients now, the most ever at once, its commands."""
+
+    def __init__(self, running: Any) -> None:
+        self.running = running
+        self.factory = running.camera
+        self.most = 0
+        opened = self.factory.client_opened
+
+        def client_opened(client: Any) -> None:
+            opened(client)
+            self.most = max(self.most, len(self.factory.clients))
+
+        self.factory.client_opened = client_opened
+
+    @property
+    def url(self) -> str:
+        return str(self.running.url)
+
+    @property
+    def clients(self) -> int:
+        return len(self.factory.clients)
+
+    def commands(self, name: str) -> int:
+        return int(self.factory.received.count(name))
+
+    def reset_most(self) -> None:
+        self.most = len(self.factory.clients)
+
+
+# -- viewers -----------------------------------------------------------------------------
+
+
+class TimedViewer(RecordingViewer):
+    """A recording viewer that also notes when each frame and event arrived."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.frame_times: list[float] = []
+        self.event_times: list[float] = []
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        now = self.factory.reactor.seconds()
+        if isBinary:
+            self.frame_times.append(now)
+        else:
+            self.event_times.append(now)
+        super().onMessage(payload, isBinary)
+
+    def frames_after(self, moment: float) -> list[bytes]:
+        return [f for f, t in zip(self.frames, self.frame_times, strict=True) if t > moment]
+
+    def last_frame_before(self, moment: float) -> float | None:
+        before = [t for t in self.frame_times if t <= moment]
+        return before[-1] if before else None
+
+    def events_after(self, moment: float, kind: str) -> list[dict[str, Any]]:
+        return [
+            e
+            for e, t in zip(self.events, self.event_times, strict=True)
+            if t > moment and e.get("type") == kind
+        ]
+
+    def status(self) -> bool | None:
+        """The camera's state as this viewer was last told (``hello``, ``camera_status``)."""
+        for event in reversed(self.events):
+            if event.get("type") in ("hello", "camera_status"):
+                return bool(event["esp32_connected"])
+        return None
+
+
+class TimedFactory(WebSocketClientFactory):
+    protocol = TimedViewer  # type: ignore[assignment]
+
+
+async def connect(reactor: Any, port: int, cookie: str) -> TimedViewer:
+    factory = TimedFactory(
+        url=f"ws://127.0.0.1:{port}/ws", headers={"Cookie": cookie}, reactor=reactor
+    )
+    factory.setProtocolOptions(failByDrop=False, openHandshakeTimeout=10)
+    viewer = await TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(factory)
+    assert isinstance(viewer, TimedViewer)
+    opened = await viewer.opened
+    assert isinstance(opened, TimedViewer)
+    return opened
+
+
+async def within(
+    reactor: Any, seconds: float, waiting: Awaitable[Any] | defer.Deferred[Any], what: str
+) -> Any:
+    """Wait for an event, at most ``seconds``."""
+    deferred = waiting if isinstance(waiting, defer.Deferred) else defer.ensureDeferred(waiting)
+    deferred.addTimeout(seconds, reactor)
+    try:
+        return await deferred
+    except defer.TimeoutError:
+        raise TimeoutError(f"{what}: not within {seconds} s") from None
+
+
+async def poll(
+    reactor: Any,
+    check: Callable[[], Awaitable[bool]] | Callable[[], bool],
+    seconds: float,
+    what: str,
+    every: float = 0.1,
+) -> None:
+    """Poll another process's state (no event crosses the process boundary)."""
+    deadline = reactor.seconds() + seconds
+    while True:
+        outcome = check()
+        if not isinstance(outcome, bool):
+            outcome = await outcome
+        if outcome:
+            return
+        if reactor.seconds() > deadline:
+            raise TimeoutError(f"{what}: not within {seconds} s")
+        await task.deferLater(reactor, every, lambda: None)
+
+
+# -- the daemons -------------------------------------------------------------------------
+
+
+@attrs.define
+class Daemon:
+    """One ``twistd camproxy`` process of the cluster."""
+
+    reactor: Any
+    name: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def signal(self, sig: int) -> None:
+        os.kill(self.process.pid, sig)
+
+    async def health(self) -> dict[str, Any] | None:
+        """``/health`` now, or None if it does not answer within 2 s."""
+        try:
+            response = await treq.get(self.url + "/health", timeout=2)
+            return dict(json.loads(await response.content()))
+        except Exception:
+            return None
+
+    async def health_is(self, **expected: Any) -> bool:
+        health = await self.health()
+        return health is not None and all(health.get(k) == v for k, v in expected.items())
+
+    async def wait_health(self, seconds: float = PATIENCE, **expected: Any) -> dict[str, Any]:
+        async def check() -> bool:
+            if not self.alive:
+                raise AssertionError(f"{self.name} exited: {self.log()[-3000:]}")
+            return await self.health_is(**expected)
+
+        await poll(self.reactor, check, seconds, f"{self.name} /health with {expected}")
+        health = await self.health()
+        assert health is not None
+        return health
+
+
+class Cluster:
+    """The daemons of one test, all on one database and one camera; stopped by PID."""
+
+    def __init__(self, reactor: Any, database: str, camera: CameraWatch) -> None:
+        self.reactor = reactor
+        self.database = database
+        self.camera = camera
+        self.daemons: list[Daemon] = []
+        self._cookies: dict[str, str] = {}
+
+    def spawn(self, name: str, redis: str, *extra: str) -> Daemon:
+        port = free_port()
+        argv = twistd(
+            "--listen",
+            f"tcp:{port}:interface=127.0.0.1",
+            "--redis",
+            redis,
+            "--database",
+            self.database,
+            "--node",
+            name,
+            "--camera",
+            self.camera.url,
+            "--max-fps",
+            "30",
+            *extra,
+        )
+        with tempfile.NamedTemporaryFile(
+            prefix=f"camproxy-{name}-", suffix=".log", delete=False
+        ) as log:
+            process = subprocess.Popen(
+                argv,
+                env={**os.environ, "SECRET_KEY": SECRET},
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        daemon = Daemon(self.reactor, name, port, process, Path(log.name))
+        self.daemons.append(daemon)
+        return daemon
+
+    async def start(self, redis: str, *names: str) -> list[Daemon]:
+        """Start daemons side by side; return once each answers ``/health``."""
+        started = [self.spawn(name, redis) for name in names]
+        for daemon in started:
+            await poll(
+                self.reactor,
+                lambda d=daemon: self._answers(d),  # type: ignore[misc]
+                30,
+                f"{daemon.name} answering",
+            )
+        return started
+
+    async def _answers(self, daemon: Daemon) -> bool:
+        if not daemon.alive:
+            raise AssertionError(f"{daemon.name} exited: {daemon.log()[-3000:]}")
+        return await daemon.health() is not None
+
+    async def cookie(self, daemon: Daemon, user: str) -> str:
+        """A session cookie for ``user``, logged in through ``daemon``'s login form (a
+        session is valid on every daemon of the cluster)."""
+        if user not in self._cookies:
+            browser = Browser(daemon.url)
+            page = await browser.login(user, PASSWORD)
+            assert page.code == 302, page.text
+            self._cookies[user] = f"{SESSION_COOKIE}={browser.cookie(SESSION_COOKIE)}"
+        return self._cookies[user]
+
+    async def viewer(self, daemon: Daemon, user: str = "alice") -> TimedViewer:
+        viewer = await connect(self.reactor, daemon.port, await self.cookie(daemon, user))
+        await within(self.reactor, 10, viewer.wait_event("hello"), "hello")
+        return viewer
+
+    def stop_all(self) -> None:
+        for daemon in self.daemons:
+            if daemon.alive:
+                os.kill(daemon.process.pid, signal.SIGCONT)
+                os.kill(daemon.process.pid, signal.SIGTERM)
+        for daemon in self.daemons:
+            try:
+                daemon.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.kill(daemon.process.pid, signal.SIGKILL)
+                daemon.process.wait()
+        for daemon in self.daemons:
+            daemon.log_path.unlink(missing_ok=True)
+
+
+async def make_users(reactor: Any, database: str, *names: str) -> None:
+    """Users with control rights, made on the shared database before the daemons start."""
+    db = stores.open_database(reactor, database)
+    try:
+        users = UserStore(db, BcryptHasher(reactor, rounds=4), reactor)
+        for name in names:
+            await users.add(name, PASSWORD, can_control=True)
+    finally:
+        db.close()
+
+
+@attrs.define
+class Setup:
+    reactor: Any
+    cluster: Cluster
+    camera: CameraWatch
+    frames: FrameMaker
+    database: str
+
+
+@pytest_twisted.async_yield_fixture
+async def setup_factory(
+    reactor: Any, demo_camera_factory: Any, shared_postgres: servers.PostgresServer
+) -> AsyncIterator[Callable[..., Awaitable[Setup]]]:
+    """A camera (``frame_size``-byte frames, 10 a second), a fresh database with the
+    users alice and bob, and a :class:`Cluster` to start daemons on them."""
+    made: list[Cluster] = []
+
+    async def start(frame_size: int = 2000, database: str | None = None) -> Setup:
+        frames = FrameMaker(frame_size)
+        running = await demo_camera_factory(frame_interval=FRAME_INTERVAL, frame_source=frames)
+        camera = CameraWatch(running)
+        url = database or stores.new_postgres_database(shared_postgres)
+        await make_users(reactor, url, "alice", "bob")
+        cluster = Cluster(reactor, url, camera)
+        made.append(cluster)
+        return Setup(reactor, cluster, camera, frames, url)
+
+    yield start
+    for cluster in made:
+        await threads.deferToThread(cluster.stop_all)
+
+
+def order_of(frames: FrameMaker, received: list[bytes]) -> list[int]:
+    """Where each received frame is among the camera's; fails for any frame the camera
+    did not send, byte for byte."""
+    positions = [frames.position(f) for f in received]
+    assert None not in positions, "a viewer got a frame the camera never sent"
+    return [p for p in positions if p is not None]
+
+
+def holder_of(daemons: list[Daemon]) -> list[str]:
+    """The daemons whose log says they hold the camera now (last word per daemon)."""
+    holding = []
+    for daemon in daemons:
+        said = re.findall(r"(holds the camera|gives up the camera)", daemon.log())
+        if said and said[-1] == "holds the camera":
+            holding.append(daemon.name)
+    return holding
+
+
+# -- a lease released as the daemon stops ---------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_lease_released_as_the_bus_stops_is_released(
+    reactor: Any, redis_factory: Any
+) -> None:
+    """A stopping holder releases its lease in the same turn as its bus closes (the
+    daemon's services stop together). The release went as EVALSHA, Redis answered
+    NOSCRIPT (nobody had released before), and the EVAL that should have followed never
+    went: the next holder waited for the lease to expire (SIGTERM failover took 5 s)."""
+    from camproxy.cluster.redisbus import RedisBus
+
+    redis = redis_factory()
+    bus = RedisBus(reactor, redis.url)
+    up: defer.Deferred[None] = defer.Deferred()
+    bus.add_observer(lambda connected: up.callback(None) if connected else None)
+    bus.startService()
+    await within(reactor, 10, up, "the bus up")
+    assert await bus.acquire_lease("camproxy:lease:default", "token", 5000)
+    releasing = bus.release_lease("camproxy:lease:default", "token")
+    releasing.addErrback(lambda failure: None)  # the answer may be cut off by the close
+    await bus.stopService()
+    assert await threads.deferToThread(redis.command, "EXISTS", "camproxy:lease:default") == 0
+
+
+# -- 1. two daemons, viewers on both --------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_daemons_share_one_camera_link(
+    setup_factory: Callable[..., Awaitable[Setup]], redis_factory: Any
+) -> None:
+    setup = await setup_factory()
+    reactor, cluster, camera, frames = setup.reactor, setup.cluster, setup.camera, setup.frames
+    redis = redis_factory()
+    first, second = await cluster.start(redis.url, "node-a", "node-b")
+
+    # Viewers on both daemons: one link to the camera, held by the first daemon asked.
+    a1 = await cluster.viewer(first, "alice")
+    await within(reactor, PATIENCE, a1.wait_frames(3), "frames on node-a")
+    b1 = await cluster.viewer(second, "bob")
+    b2 = await cluster.viewer(second, "alice")
+    await within(reactor, PATIENCE, b1.wait_frames(3), "frames on node-b")
+    assert camera.clients == 1 and camera.most == 1
+    assert holder_of(cluster.daemons) == ["node-a"]
+
+    # Counts: every viewer in the cluster, everywhere.
+    for viewer in (a1, b1, b2):
+        await within(reactor, 5, viewer.wait_event("client_count", count=3), "client_count 3")
+    for daemon in (first, second):
+        health = await daemon.wait_health(clients=3)
+        assert health["node"] == daemon.name and health["redis"] is True
+        assert health["status"] == "healthy" and health["esp32_connected"] is True
+
+    # Frames: byte for byte as the camera made them, in its order, the same on both.
+    since = reactor.seconds()
+    for viewer in (a1, b1, b2):
+        await within(reactor, 10, viewer.wait_frames(20), "20 more frames")
+    orders = [order_of(frames, v.frames_after(since)) for v in (a1, b1, b2)]
+    for order in orders:
+        assert order == sorted(order) and len(set(order)) == len(order)
+    common = set(orders[0]) & set(orders[1]) & set(orders[2])
+    assert len(common) >= 15, orders
+    assert len(frames.made) > max(max(o) for o in orders) >= 0
+
+    # A command from a viewer on the follower reaches the camera; both daemons' viewers
+    # see the new position.
+    b1.send_json({"type": "servo_command", "command": "left"})
+    for viewer in (a1, b1, b2):
+        await within(reactor, 5, viewer.wait_event("position_update", x=100, y=45), "moved")
+    assert camera.commands("left") == 1
+    b2.send_json({"type": "light_command", "state": True})
+    for viewer in (a1, b1, b2):
+        await within(reactor, 5, viewer.wait_event("light_update", state=True), "light on")
+    assert camera.commands("light_on") == 1
+
+    # Exclusive control, set on the database with the shell command: alice takes it on
+    # node-a, bob on node-b is refused, and both daemons' viewers hear who holds it.
+    changed = await threads.deferToThread(
+        camproxy,
+        Path(tempfile.gettempdir()),
+        "camera",
+        "set",
+        "default",
+        "--control",
+        "exclusive",
+        "--database",
+        setup.database,
+    )
+    assert changed.code == 0, changed.err
+
+    async def exclusive_everywhere() -> bool:
+        a1.send_json({"type": "servo_command", "command": "up"})
+        await task.deferLater(reactor, 0.3, lambda: None)
+        return all(v.of_type("control") for v in (a1, b1, b2))
+
+    await poll(reactor, exclusive_everywhere, PATIENCE, "exclusive control in force", every=0.5)
+    for viewer in (a1, b1, b2):
+        assert viewer.of_type("control")[-1]["holder"] == "alice"
+    errors = len(b1.of_type("error"))
+    downs = camera.commands("down")
+    b1.send_json({"type": "servo_command", "command": "down"})
+    await within(reactor, 5, b1.wait_for(lambda v: len(v.of_type("error")) > errors), "refusal")
+    assert "alice" in b1.of_type("error")[-1]["message"]
+    assert camera.commands("down") == downs
+    # The link's status reaches viewers on both daemons (the camera drops every client).
+    camera.factory.drop_all()
+    for viewer in (a1, b1, b2):
+        await within(
+            reactor,
+            PATIENCE,
+            viewer.wait_event("camera_status", esp32_connected=False),
+            "camera_status false",
+        )
+    for viewer in (a1, b1):
+        await within(
+            reactor,
+            PATIENCE,
+            viewer.wait_for(lambda v: v.status() is True),
+            "camera_status true again",
+        )
+    assert camera.most <= 1
+    for viewer in (a1, b1, b2):
+        await close_viewer(viewer)
+    assert first.alive and second.alive
+
+
+# -- 2 and 6. the holder stops; a command sent right then ----------------------------------
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+@pytest_twisted.ensureDeferred
+async def test_the_holder_stops_and_another_daemon_takes_the_link(
+    sig: int, setup_factory: Callable[..., Awaitable[Setup]], redis_factory: Any
+) -> None:
+    setup = await setup_factory()
+    reactor, cluster, camera, frames = setup.reactor, setup.cluster, setup.camera, setup.frames
+    redis = redis_factory()
+    holder, survivor = await cluster.start(redis.url, "node-a", "node-b")
+    mine = await cluster.viewer(holder, "alice")
+    await within(reactor, PATIENCE, mine.wait_frames(3), "frames on the holder")
+    theirs = [await cluster.viewer(survivor, "bob"), await cluster.viewer(survivor, "alice")]
+    for viewer in theirs:
+        await within(reactor, PATIENCE, viewer.wait_frames(3), "frames on the follower")
+    assert holder_of(cluster.daemons) == ["node-a"] and camera.clients == 1
+    camera.reset_most()
+
+    # A command from the follower's viewer, sent as the holder is stopped: carried out
+    # once, or refused with an error; never twice (checked at the camera).
+    asker = theirs[0]
+    lefts, errors = camera.commands("left"), len(asker.of_type("error"))
+    asker.send_json({"type": "servo_command", "command": "left"})
+    holder.signal(sig)
+    stopped = reactor.seconds()
+
+    for viewer in theirs:
+        await within(
+            reactor,
+            PATIENCE,
+            viewer.wait_for(lambda v: bool(v.frames_after(stopped + 0.2))),
+            f"frames on the survivor after {signal.Signals(sig).name}",
+        )
+    await within(reactor, PATIENCE, camera.factory.when_clients(1), "one camera link")
+    last = theirs[0].last_frame_before(stopped)
+    assert last is not None
+    first_after = theirs[0].frame_times[
+        len(theirs[0].frames) - len(theirs[0].frames_after(stopped + 0.2))
+    ]
+    failover = first_after - last
+    print(
+        f"\nfailover after {signal.Signals(sig).name}: {failover:.2f} s "
+        f"(last frame before the stop to the first after, on the surviving daemon)"
+    )
+    assert failover <= CONTRACT + 2.0, failover
+    if sig == signal.SIGTERM:
+        # A clean stop releases the lease at once: no wait for it to expire (5 s).
+        assert failover < 3.5, failover
+    for viewer in theirs:
+        assert not viewer.closed.called
+        order_of(frames, viewer.frames)
+    assert camera.most <= 2 and camera.clients == 1
+    await poll(reactor, lambda: holder_of([survivor]) == ["node-b"], 5, "node-b holds")
+    await survivor.wait_health(status="healthy", esp32_connected=True, redis=True)
+
+    # The command at the switch: once or refused, and the viewer was told which.
+    await within(
+        reactor,
+        10,
+        asker.wait_for(
+            lambda v: (
+                len(v.of_type("error")) > errors
+                or bool(
+                    v.of_type("position_update") and v.of_type("position_update")[-1]["x"] == 100
+                )
+            )
+        ),
+        "the command's outcome",
+    )
+    assert camera.commands("left") - lefts <= 1
+    print(
+        f"command at the switch: executed {camera.commands('left') - lefts} time(s), "
+        f"errors {[e['message'] for e in asker.of_type('error')[errors:]]}"
+    )
+
+    # The new holder carries commands out again; the old one is gone for good.
+    done = camera.commands("right")
+    asker.send_json({"type": "servo_command", "command": "right"})
+    await within(reactor, 5, theirs[1].wait_for(lambda v: camera.commands("right") > done), "right")
+    assert camera.commands("right") == done + 1
+    if sig == signal.SIGTERM:
+        code = await threads.deferToThread(holder.process.wait, 20)
+        assert code == 0
+        _clean, close_code, _reason = await mine.closed
+        assert close_code == 1001

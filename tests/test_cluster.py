@@ -249,3 +249,25 @@ def test_no_timers_are_left_after_stopping() -> None:
         each.bus.stopService()
     tick(clock, 10.0)
     assert clock.getDelayedCalls() == []
+
+
+def test_a_holder_dropped_for_a_moment_takes_its_own_lease_back_at_once() -> None:
+    """Redis drops the holder's subscriber (a slow reader): the holder lets the link go,
+    as without the bus, but its lease is still its own, so it takes it back as soon as
+    the bus is up instead of leaving every daemon without frames until it expires."""
+    clock, server, (first, second) = cluster()
+    first.hub.attach(FakeViewer())
+    tick(clock, 1.5)
+    connect_camera(first)
+    viewer = FakeViewer()
+    second.hub.attach(viewer)
+    tick(clock, 1.0)
+    epoch = first.source.epoch
+    server.drop_subscriber(first.bus)
+    assert not first.source.holding and not first.camera.is_open
+    tick(clock, 2.0)  # reconnected, resubscribed, one lease tick: well within the lease
+    assert first.source.holding and first.source.epoch > epoch
+    assert not second.source.holding
+    connect_camera(first)
+    first.camera.hub.frame_received(JPEG)
+    assert viewer.frames[-1].data == JPEG

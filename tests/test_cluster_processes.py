@@ -616,3 +616,181 @@ async def test_the_holder_stops_and_another_daemon_takes_the_link(
         assert code == 0
         _clean, close_code, _reason = await mine.closed
         assert close_code == 1001
+
+
+# -- 3. Redis killed, Redis frozen ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("fault", ["kill", "freeze"])
+@pytest_twisted.ensureDeferred
+async def test_without_redis_every_daemon_lets_go_and_comes_back(
+    fault: str, setup_factory: Callable[..., Awaitable[Setup]], redis_factory: Any
+) -> None:
+    setup = await setup_factory()
+    reactor, cluster, camera, frames = setup.reactor, setup.cluster, setup.camera, setup.frames
+    redis = redis_factory()
+    daemons = await cluster.start(redis.url, "node-a", "node-b")
+    viewers = []
+    for daemon in daemons:
+        viewer = await cluster.viewer(daemon, "alice")
+        await within(reactor, PATIENCE, viewer.wait_frames(3), f"frames on {daemon.name}")
+        viewers.append(viewer)
+    assert camera.clients == 1
+
+    if fault == "kill":
+        await threads.deferToThread(redis.kill)
+    else:
+        redis.freeze()
+    hurt = reactor.seconds()
+    # The holder gives its link up within 10 s: the camera has no client left.
+    await within(reactor, PATIENCE, camera.factory.when_clients(0), "the link given up")
+    let_go = reactor.seconds() - hurt
+    for viewer in viewers:
+        await within(
+            reactor,
+            PATIENCE,
+            viewer.wait_for(lambda v: v.status() is False),
+            "camera_status false",
+        )
+    for daemon in daemons:
+        health = await daemon.wait_health(status="degraded", redis=False)
+        assert health["esp32_connected"] is False and health["node"] == daemon.name
+    # Nobody opens the camera on its own while Redis is away, nobody exits, every
+    # viewer keeps its socket: checked over a few lease ticks.
+    camera.reset_most()
+    await task.deferLater(reactor, 3.0, lambda: None)
+    assert camera.most == 0 and camera.factory.connects == 1
+    assert all(d.alive for d in daemons)
+    assert not any(v.closed.called for v in viewers)
+
+    if fault == "kill":
+        await threads.deferToThread(redis.start)
+    else:
+        redis.thaw()
+    back = reactor.seconds()
+    for viewer in viewers:
+        await within(
+            reactor,
+            PATIENCE,
+            viewer.wait_for(lambda v: bool(v.frames_after(back))),
+            "frames after Redis returned",
+        )
+    recovered = (
+        max(v.frames_after(back) and v.frame_times[-len(v.frames_after(back))] for v in viewers)
+        - back
+    )
+    print(
+        f"\nRedis {fault}: link given up {let_go:.2f} s after, frames again "
+        f"{recovered:.2f} s after Redis returned"
+    )
+    assert let_go <= CONTRACT + 2.0 and recovered <= CONTRACT + 2.0
+    # One link (two only for a moment right after Redis returned).
+    await within(reactor, PATIENCE, camera.factory.when_clients(1), "one camera link")
+    assert camera.most <= 2
+    for daemon in daemons:
+        await daemon.wait_health(status="healthy", redis=True, esp32_connected=True)
+    for viewer in viewers:
+        assert viewer.status() is True and not viewer.closed.called
+        order_of(frames, viewer.frames)
+    assert len(holder_of(daemons)) == 1
+
+
+# -- 4. a daemon dropped by Redis as a slow subscriber -----------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_follower_dropped_as_a_slow_subscriber_resubscribes(
+    setup_factory: Callable[..., Awaitable[Setup]], redis_factory: Any
+) -> None:
+    """30 KB frames, 10 a second, and a Redis that drops a subscriber with more than
+    256 KB waiting; the follower stops reading (SIGSTOP) until Redis drops it."""
+    setup = await setup_factory(frame_size=30_000)
+    reactor, cluster, camera, frames = setup.reactor, setup.cluster, setup.camera, setup.frames
+    redis = redis_factory(extra=["--client-output-buffer-limit", "pubsub 256kb 128kb 1"])
+    holder, follower = await cluster.start(redis.url, "node-a", "node-b")
+    mine = await cluster.viewer(holder, "alice")
+    await within(reactor, PATIENCE, mine.wait_frames(3), "frames on the holder")
+    theirs = await cluster.viewer(follower, "bob")
+    await within(reactor, PATIENCE, theirs.wait_frames(3), "frames on the follower")
+    assert holder_of(cluster.daemons) == ["node-a"]
+    camera.reset_most()
+
+    follower.signal(signal.SIGSTOP)
+    try:
+        await poll(
+            reactor,
+            lambda: "overcoming of output buffer limits" in redis.log(),
+            PATIENCE * 2,
+            "Redis dropping the stopped follower",
+        )
+    finally:
+        follower.signal(signal.SIGCONT)
+    resumed = reactor.seconds()
+    await within(
+        reactor,
+        PATIENCE,
+        theirs.wait_for(lambda v: len(v.frames_after(resumed)) >= 5),
+        "frames on the follower after its drop",
+    )
+    await poll(
+        reactor,
+        lambda: "Redis subscriptions restored (1 so far)" in follower.log(),
+        5,
+        "the follower's resubscription in its log",
+    )
+    assert "(1 subscriber drops so far)" in follower.log()
+    await follower.wait_health(status="healthy", redis=True, esp32_connected=True)
+    await holder.wait_health(status="healthy", redis=True, esp32_connected=True)
+    assert not theirs.closed.called and not mine.closed.called
+    order_of(frames, theirs.frames)
+    # The holder kept its link all along.
+    assert camera.most == 1 and camera.clients == 1 and holder_of(cluster.daemons) == ["node-a"]
+    before = len(mine.frames)
+    await within(reactor, 5, mine.wait_frames(5), "frames on the holder")
+    assert len(mine.frames) > before
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_holder_whose_subscription_redis_drops_keeps_the_camera_flowing(
+    setup_factory: Callable[..., Awaitable[Setup]], redis_factory: Any
+) -> None:
+    """Redis closes every subscriber connection (as it does one that reads too slowly;
+    ``CLIENT KILL TYPE pubsub`` does it on demand), the holder's included."""
+    setup = await setup_factory()
+    reactor, cluster, camera = setup.reactor, setup.cluster, setup.camera
+    redis = redis_factory()
+    holder, follower = await cluster.start(redis.url, "node-a", "node-b")
+    viewers = []
+    for daemon in (holder, follower):
+        viewer = await cluster.viewer(daemon, "alice")
+        await within(reactor, PATIENCE, viewer.wait_frames(3), f"frames on {daemon.name}")
+        viewers.append(viewer)
+    camera.reset_most()
+    killed = await threads.deferToThread(redis.command, "CLIENT", "KILL", "TYPE", "pubsub")
+    assert killed == 2
+    dropped = reactor.seconds()
+    for viewer in viewers:
+        await within(
+            reactor,
+            PATIENCE,
+            viewer.wait_for(lambda v: bool(v.frames_after(dropped + 0.2))),
+            "frames after the drop",
+        )
+    gaps = []
+    for viewer in viewers:
+        after = viewer.frames_after(dropped + 0.2)
+        first = viewer.frame_times[len(viewer.frames) - len(after)]
+        last = viewer.last_frame_before(dropped)
+        assert last is not None
+        gaps.append(first - last)
+    print(f"\nframes stopped for {max(gaps):.2f} s after Redis dropped every subscriber")
+    for daemon in (holder, follower):
+        await poll(
+            reactor,
+            lambda d=daemon: "Redis subscriptions restored (1 so far)" in d.log(),  # type: ignore[misc]
+            5,
+            f"{daemon.name} resubscribed",
+        )
+    await within(reactor, PATIENCE, camera.factory.when_clients(1), "one camera link")
+    assert camera.most <= 1
+    assert max(gaps) < 3.5, gaps

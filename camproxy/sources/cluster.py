@@ -249,6 +249,9 @@ class ClusterSource:
         self._holder_listener: _HolderListener | None = None
         self._token = f"{node.node_name}:{uuid.uuid4().hex}"
         self._taking = False
+        #: A holding was given up without releasing the lease (the bus was away): the
+        #: lease may still be this source's own, to take back before it expires.
+        self._lease_maybe_mine = False
         self.epoch = 0
         self._seen_epoch = 0
         self._sequence = 0
@@ -447,7 +450,16 @@ class ClusterSource:
         try:
             bus = self.node.bus
             if not await bus.acquire_lease(self._key("lease"), self._token, LEASE_MS):
-                return
+                # Held: by another daemon, or still by this one's token after a holding
+                # given up while the bus was away (a dropped subscriber, a short outage).
+                # Nobody else can have held it meanwhile, so take it back now instead of
+                # leaving every daemon without frames until it expires.
+                if not self._lease_maybe_mine:
+                    return
+                self._lease_maybe_mine = False
+                if not await bus.renew_lease(self._key("lease"), self._token, LEASE_MS):
+                    return
+            self._lease_maybe_mine = False
             self._renewed_at = self.node.now()
             epoch = await bus.incr(self._key("epoch"))
             if not self._open:
@@ -498,6 +510,8 @@ class ClusterSource:
             self.node.bus.release_lease(self._key("lease"), self._token).addErrback(
                 lambda f: f.trap(BusError)
             )
+        else:
+            self._lease_maybe_mine = True
 
     def bus_down(self) -> None:
         """The bus went away: nobody can tell who holds the camera now, so a holder gives

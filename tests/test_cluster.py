@@ -271,3 +271,37 @@ def test_a_holder_dropped_for_a_moment_takes_its_own_lease_back_at_once() -> Non
     connect_camera(first)
     first.camera.hub.frame_received(JPEG)
     assert viewer.frames[-1].data == JPEG
+
+
+def test_after_redis_restarts_empty_followers_take_the_new_epochs() -> None:
+    """A Redis without persistence comes back empty: the epoch counter starts again at 1,
+    below what the followers saw before; they must not fence the new holder off."""
+    clock, server, (first, second) = cluster()
+    here = FakeViewer()
+    first.hub.attach(here)
+    tick(clock, 1.5)
+    connect_camera(first)
+    viewer = FakeViewer()
+    second.hub.attach(viewer)
+    tick(clock, 1.0)
+    # Two more holdings: the epoch is 3 now, and the follower saw it.
+    for _ in range(2):
+        first.source.give_up("test", release=True)
+        tick(clock, 1.5)
+        assert first.source.holding
+        connect_camera(first)
+        first.camera.hub.frame_received(JPEG)
+    assert first.source.epoch == 3 and viewer.frames[-1].data == JPEG
+    viewers = {first.name: here, second.name: viewer}
+    server.stop()
+    tick(clock, 3.0)
+    server.start()
+    tick(clock, 3.0)
+    (holder,) = [d for d in (first, second) if d.source.holding]
+    assert holder.source.epoch == 1
+    connect_camera(holder)
+    fresh = b"\xff\xd8 after the restart \xff\xd9"
+    holder.camera.hub.frame_received(fresh)
+    (follower,) = [d for d in (first, second) if d is not holder]
+    assert viewers[follower.name].frames[-1].data == fresh
+    assert viewers[follower.name].of_type("camera_status")[-1]["esp32_connected"] is True

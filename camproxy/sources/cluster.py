@@ -519,6 +519,10 @@ class ClusterSource:
         if self.holding:
             self.give_up("the cluster's bus is away", release=False)
         self._cluster_disconnected()
+        # Redis may come back empty (no persistence), its epoch counter with it: fencing
+        # starts over from whichever holder is heard first once the bus is back (none
+        # can publish meanwhile), or the next holder's frames would all be dropped here.
+        self._seen_epoch = 0
 
     # -- the holder's real source (through _HolderListener) ----------------------------------
 

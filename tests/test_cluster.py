@@ -305,3 +305,30 @@ def test_after_redis_restarts_empty_followers_take_the_new_epochs() -> None:
     (follower,) = [d for d in (first, second) if d is not holder]
     assert viewers[follower.name].frames[-1].data == fresh
     assert viewers[follower.name].of_type("camera_status")[-1]["esp32_connected"] is True
+
+
+def test_the_holder_does_not_read_its_own_frames_back() -> None:
+    """The holder publishes every frame; subscribed to them itself, it read each one back
+    from Redis (twice the traffic of a follower, and a holder busy enough to read slowly
+    is dropped by Redis as a slow subscriber, with a link given up at each drop)."""
+    clock, _server, (first, second) = cluster()
+    first.hub.attach(FakeViewer())
+    tick(clock, 1.5)
+    assert first.source.holding
+    second.hub.attach(FakeViewer())
+    tick(clock, 1.0)
+    receivers: list[int] = []
+    first.bus.publish("camproxy:frames:default", frame_message(1, 1, JPEG)).addCallback(
+        receivers.append
+    )
+    clock.advance(0)
+    assert receivers == [1]  # the follower only
+    first.source.give_up("test", release=True)
+    second.source.give_up("test", release=True)
+    tick(clock, 1.5)
+    (holder,) = [d for d in (first, second) if d.source.holding]
+    holder.bus.publish("camproxy:frames:default", frame_message(9, 1, JPEG)).addCallback(
+        receivers.append
+    )
+    clock.advance(0)
+    assert receivers == [1, 1]

@@ -20,7 +20,7 @@ import re
 import signal
 import subprocess
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +145,12 @@ class TimedViewer(RecordingViewer):
             if t > moment and e.get("type") == kind
         ]
 
+    def wait_frames_after(self, moment: float, count: int = 1) -> defer.Deferred[None]:
+        return self.wait_for(lambda _: len(self.frames_after(moment)) >= count)
+
+    def wait_status(self, connected: bool) -> defer.Deferred[None]:
+        return self.wait_for(lambda _: self.status() is connected)
+
     def status(self) -> bool | None:
         """The camera's state as this viewer was last told (``hello``, ``camera_status``)."""
         for event in reversed(self.events):
@@ -170,7 +176,7 @@ async def connect(reactor: Any, port: int, cookie: str) -> TimedViewer:
 
 
 async def within(
-    reactor: Any, seconds: float, waiting: Awaitable[Any] | defer.Deferred[Any], what: str
+    reactor: Any, seconds: float, waiting: Coroutine[Any, Any, Any] | defer.Deferred[Any], what: str
 ) -> Any:
     """Wait for an event, at most ``seconds``."""
     deferred = waiting if isinstance(waiting, defer.Deferred) else defer.ensureDeferred(waiting)
@@ -299,7 +305,7 @@ class Cluster:
         for daemon in started:
             await poll(
                 self.reactor,
-                lambda d=daemon: self._answers(d),  # type: ignore[misc]
+                lambda d=daemon: self._answers(d),
                 30,
                 f"{daemon.name} answering",
             )
@@ -447,6 +453,11 @@ async def test_two_daemons_share_one_camera_link(
     await within(reactor, PATIENCE, b1.wait_frames(3), "frames on node-b")
     assert camera.clients == 1 and camera.most == 1
     assert holder_of(cluster.daemons) == ["node-a"]
+    # Only the follower reads the frames from Redis; the holder does not read its own.
+    subscribed = await threads.deferToThread(
+        redis.command, "PUBSUB", "NUMSUB", "camproxy:frames:default"
+    )
+    assert subscribed[1] == 1
 
     # Counts: every viewer in the cluster, everywhere.
     for viewer in (a1, b1, b2):
@@ -520,7 +531,7 @@ async def test_two_daemons_share_one_camera_link(
         await within(
             reactor,
             PATIENCE,
-            viewer.wait_for(lambda v: v.status() is True),
+            viewer.wait_status(True),
             "camera_status true again",
         )
     assert camera.most <= 1
@@ -570,7 +581,7 @@ async def test_the_holder_stops_and_another_daemon_takes_the_link(
         await within(
             reactor,
             PATIENCE,
-            viewer.wait_for(lambda v: bool(v.frames_after(stopped + 0.2))),
+            viewer.wait_frames_after(stopped + 0.2),
             f"frames on the survivor after {signal.Signals(sig).name}",
         )
     await within(reactor, PATIENCE, camera.factory.when_clients(1), "one camera link")
@@ -665,7 +676,7 @@ async def test_without_redis_every_daemon_lets_go_and_comes_back(
         await within(
             reactor,
             PATIENCE,
-            viewer.wait_for(lambda v: v.status() is False),
+            viewer.wait_status(False),
             "camera_status false",
         )
     for daemon in daemons:
@@ -688,7 +699,7 @@ async def test_without_redis_every_daemon_lets_go_and_comes_back(
         await within(
             reactor,
             PATIENCE,
-            viewer.wait_for(lambda v: bool(v.frames_after(back))),
+            viewer.wait_frames_after(back),
             "frames after Redis returned",
         )
     recovered = (
@@ -745,7 +756,7 @@ async def test_a_follower_dropped_as_a_slow_subscriber_resubscribes(
     await within(
         reactor,
         PATIENCE,
-        theirs.wait_for(lambda v: len(v.frames_after(resumed)) >= 5),
+        theirs.wait_frames_after(resumed, 5),
         "frames on the follower after its drop",
     )
     await poll(
@@ -789,7 +800,7 @@ async def test_a_holder_whose_subscription_redis_drops_keeps_the_camera_flowing(
         await within(
             reactor,
             PATIENCE,
-            viewer.wait_for(lambda v: bool(v.frames_after(dropped + 0.2))),
+            viewer.wait_frames_after(dropped + 0.2),
             "frames after the drop",
         )
     gaps = []
@@ -803,7 +814,7 @@ async def test_a_holder_whose_subscription_redis_drops_keeps_the_camera_flowing(
     for daemon in (holder, follower):
         await poll(
             reactor,
-            lambda d=daemon: "Redis subscriptions restored (1 so far)" in d.log(),  # type: ignore[misc]
+            lambda d=daemon: "Redis subscriptions restored (1 so far)" in d.log(),
             5,
             f"{daemon.name} resubscribed",
         )
@@ -855,7 +866,7 @@ async def test_postgresql_restarted_under_the_cluster(
         return page.code == 302
 
     for daemon in daemons:
-        await poll(reactor, lambda d=daemon: logs_in(d), PATIENCE, "login after the restart")  # type: ignore[misc]
+        await poll(reactor, lambda d=daemon: logs_in(d), PATIENCE, "login after the restart")
     for viewer in viewers:
         await within(reactor, 10, viewer.wait_frames(10), "frames after the restart")
         assert not viewer.closed.called

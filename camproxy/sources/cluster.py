@@ -298,9 +298,10 @@ class ClusterSource:
         if not self._open:
             return
         self._open = False
-        self.node.bus.unsubscribe(self._key("frames"), self._frame_published)
-        if self.holding:
+        if self.holding:  # not subscribed to its frames meanwhile
             self.give_up("no viewers in the cluster", release=True)
+        else:
+            self.node.bus.unsubscribe(self._key("frames"), self._frame_published)
 
     def request_frame(self) -> None:
         if self._real is not None:
@@ -469,6 +470,8 @@ class ClusterSource:
             self._sequence = 0
             self._holder_listener = _HolderListener(self)
             self._real = self._build(self._holder_listener)
+            # Its own frames need not come back from Redis (they would double its traffic).
+            bus.unsubscribe(self._key("frames"), self._frame_published)
             self.hub.observers.append(self._hub_event)
             self.log.info(
                 "{node} holds the camera {camera!r} now (epoch {epoch})",
@@ -503,6 +506,8 @@ class ClusterSource:
         if self._hub_event in self.hub.observers:
             self.hub.observers.remove(self._hub_event)
         real.close()
+        if self._open:
+            self.node.bus.subscribe(self._key("frames"), self._frame_published)
         self._link_up = False
         self._publish_event({"type": "status", "connected": False, "epoch": self.epoch})
         self._cluster_disconnected()

@@ -249,3 +249,86 @@ def test_no_timers_are_left_after_stopping() -> None:
         each.bus.stopService()
     tick(clock, 10.0)
     assert clock.getDelayedCalls() == []
+
+
+def test_a_holder_dropped_for_a_moment_takes_its_own_lease_back_at_once() -> None:
+    """Redis drops the holder's subscriber (a slow reader): the holder lets the link go,
+    as without the bus, but its lease is still its own, so it takes it back as soon as
+    the bus is up instead of leaving every daemon without frames until it expires."""
+    clock, server, (first, second) = cluster()
+    first.hub.attach(FakeViewer())
+    tick(clock, 1.5)
+    connect_camera(first)
+    viewer = FakeViewer()
+    second.hub.attach(viewer)
+    tick(clock, 1.0)
+    epoch = first.source.epoch
+    server.drop_subscriber(first.bus)
+    assert not first.source.holding and not first.camera.is_open
+    tick(clock, 2.0)  # reconnected, resubscribed, one lease tick: well within the lease
+    assert first.source.holding and first.source.epoch > epoch
+    assert not second.source.holding
+    connect_camera(first)
+    first.camera.hub.frame_received(JPEG)
+    assert viewer.frames[-1].data == JPEG
+
+
+def test_after_redis_restarts_empty_followers_take_the_new_epochs() -> None:
+    """A Redis without persistence comes back empty: the epoch counter starts again at 1,
+    below what the followers saw before; they must not fence the new holder off."""
+    clock, server, (first, second) = cluster()
+    here = FakeViewer()
+    first.hub.attach(here)
+    tick(clock, 1.5)
+    connect_camera(first)
+    viewer = FakeViewer()
+    second.hub.attach(viewer)
+    tick(clock, 1.0)
+    # Two more holdings: the epoch is 3 now, and the follower saw it.
+    for _ in range(2):
+        first.source.give_up("test", release=True)
+        tick(clock, 1.5)
+        assert first.source.holding
+        connect_camera(first)
+        first.camera.hub.frame_received(JPEG)
+    assert first.source.epoch == 3 and viewer.frames[-1].data == JPEG
+    viewers = {first.name: here, second.name: viewer}
+    server.stop()
+    tick(clock, 3.0)
+    server.start()
+    tick(clock, 3.0)
+    (holder,) = [d for d in (first, second) if d.source.holding]
+    assert holder.source.epoch == 1
+    connect_camera(holder)
+    fresh = b"\xff\xd8 after the restart \xff\xd9"
+    holder.camera.hub.frame_received(fresh)
+    (follower,) = [d for d in (first, second) if d is not holder]
+    assert viewers[follower.name].frames[-1].data == fresh
+    assert viewers[follower.name].of_type("camera_status")[-1]["esp32_connected"] is True
+
+
+def test_the_holder_does_not_read_its_own_frames_back() -> None:
+    """The holder publishes every frame; subscribed to them itself, it read each one back
+    from Redis (twice the traffic of a follower, and a holder busy enough to read slowly
+    is dropped by Redis as a slow subscriber, with a link given up at each drop)."""
+    clock, _server, (first, second) = cluster()
+    first.hub.attach(FakeViewer())
+    tick(clock, 1.5)
+    assert first.source.holding
+    second.hub.attach(FakeViewer())
+    tick(clock, 1.0)
+    receivers: list[int] = []
+    first.bus.publish("camproxy:frames:default", frame_message(1, 1, JPEG)).addCallback(
+        receivers.append
+    )
+    clock.advance(0)
+    assert receivers == [1]  # the follower only
+    first.source.give_up("test", release=True)
+    second.source.give_up("test", release=True)
+    tick(clock, 1.5)
+    (holder,) = [d for d in (first, second) if d.source.holding]
+    holder.bus.publish("camproxy:frames:default", frame_message(9, 1, JPEG)).addCallback(
+        receivers.append
+    )
+    clock.advance(0)
+    assert receivers == [1, 1]

@@ -205,6 +205,9 @@ class ClusterSource:
         self._holder_listener: GatedListener | None = None
         self._token = f"{node.node_name}:{uuid.uuid4().hex}"
         self._taking = False
+        #: A holding was given up without releasing the lease (the bus was away): the
+        #: lease may still be this source's own, to take back before it expires.
+        self._lease_maybe_mine = False
         self.epoch = 0
         self._seen_epoch = 0
         self._sequence = 0
@@ -251,9 +254,10 @@ class ClusterSource:
         if not self._open:
             return
         self._open = False
-        self.node.bus.unsubscribe(self._key("frames"), self._frame_published)
-        if self.holding:
+        if self.holding:  # not subscribed to its frames meanwhile
             self.give_up("no viewers in the cluster", release=True)
+        else:
+            self.node.bus.unsubscribe(self._key("frames"), self._frame_published)
 
     def request_frame(self) -> None:
         if self._real is not None:
@@ -403,7 +407,16 @@ class ClusterSource:
         try:
             bus = self.node.bus
             if not await bus.acquire_lease(self._key("lease"), self._token, LEASE_MS):
-                return
+                # Held: by another daemon, or still by this one's token after a holding
+                # given up while the bus was away (a dropped subscriber, a short outage).
+                # Nobody else can have held it meanwhile, so take it back now instead of
+                # leaving every daemon without frames until it expires.
+                if not self._lease_maybe_mine:
+                    return
+                self._lease_maybe_mine = False
+                if not await bus.renew_lease(self._key("lease"), self._token, LEASE_MS):
+                    return
+            self._lease_maybe_mine = False
             self._renewed_at = self.node.now()
             epoch = await bus.incr(self._key("epoch"))
             if not self._open:
@@ -413,6 +426,8 @@ class ClusterSource:
             self._sequence = 0
             self._holder_listener = GatedListener(self)
             self._real = self._build(self._holder_listener)
+            # Its own frames need not come back from Redis (they would double its traffic).
+            bus.unsubscribe(self._key("frames"), self._frame_published)
             self.hub.observers.append(self._hub_event)
             self.log.info(
                 "{node} holds the camera {camera!r} now (epoch {epoch})",
@@ -447,6 +462,8 @@ class ClusterSource:
         if self._hub_event in self.hub.observers:
             self.hub.observers.remove(self._hub_event)
         real.close()
+        if self._open:
+            self.node.bus.subscribe(self._key("frames"), self._frame_published)
         self._link_up = False
         self._publish_event({"type": "status", "connected": False, "epoch": self.epoch})
         self._cluster_disconnected()
@@ -454,6 +471,8 @@ class ClusterSource:
             self.node.bus.release_lease(self._key("lease"), self._token).addErrback(
                 lambda f: f.trap(BusError)
             )
+        else:
+            self._lease_maybe_mine = True
 
     def bus_down(self) -> None:
         """The bus went away: nobody can tell who holds the camera now, so a holder gives
@@ -461,6 +480,10 @@ class ClusterSource:
         if self.holding:
             self.give_up("the cluster's bus is away", release=False)
         self._cluster_disconnected()
+        # Redis may come back empty (no persistence), its epoch counter with it: fencing
+        # starts over from whichever holder is heard first once the bus is back (none
+        # can publish meanwhile), or the next holder's frames would all be dropped here.
+        self._seen_epoch = 0
 
     # -- ISourceListener: the holder's real source (through a GatedListener) ----------------
 

@@ -19,6 +19,7 @@ from twisted.web.server import Request
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from zope.interface import implementer
 
+from camproxy.accounts.database import DatabaseUnavailable
 from camproxy.accounts.principal import Principal
 from camproxy.fleet import DEFAULT_CAMERA
 from camproxy.hub.commands import InvalidCommand, command_from_fields
@@ -271,6 +272,11 @@ class IntegrationApi:
     @app.handle_errors(NotFound)
     def not_found(self, request: IRequest, failure: Any) -> bytes:
         return json_response(request, 404, {"error": "no such route"})
+
+    @app.handle_errors(DatabaseUnavailable)
+    def database_unavailable(self, request: IRequest, failure: Any) -> bytes:
+        request.setHeader(b"Retry-After", b"5")
+        return json_response(request, 503, {"error": "the account database is unavailable"})
 
     @app.handle_errors(MethodNotAllowed)
     def not_allowed(self, request: IRequest, failure: Any) -> bytes:

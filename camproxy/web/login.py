@@ -21,6 +21,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.server import Request
 from werkzeug.exceptions import NotFound
 
+from camproxy.accounts.database import DatabaseUnavailable
 from camproxy.accounts.service import AccountsService
 from camproxy.hub.events import CloseReason
 from camproxy.ops.metrics import DaemonMetrics
@@ -167,3 +168,8 @@ class LoginRoutes:
     @app.handle_errors(NotFound)
     def not_found(self, request: IRequest, failure: Any) -> bytes:
         return self.deps.renderer.not_found(request)
+
+    @app.handle_errors(DatabaseUnavailable)
+    def database_unavailable(self, request: IRequest, failure: Any) -> bytes:
+        self.log.warn("login refused: {problem}", problem=failure.value)
+        return self.deps.renderer.database_unavailable(request)

@@ -120,6 +120,13 @@ class Renderer:
     def not_found(self, request: IRequest) -> bytes:
         return self.error_page(request, 404, "There is nothing here.")
 
+    def database_unavailable(self, request: IRequest) -> bytes:
+        """The accounts database cannot be reached (PostgreSQL restarting, say): 503."""
+        request.setHeader(b"Retry-After", b"5")
+        return self.error_page(
+            request, 503, "The account database is unavailable; try again in a moment."
+        )
+
     def redirect(self, request: IRequest, location: str, status: int = 302) -> bytes:
         request.setResponseCode(status)
         request.setHeader(b"Location", location.encode("utf-8"))

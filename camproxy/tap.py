@@ -425,6 +425,7 @@ def build_service(
             origins=origins,
             directory=directory,
             renderer=renderer,
+            cameras=cameras,
         )
     )
     pages = PageRoutes(

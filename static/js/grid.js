@@ -150,7 +150,7 @@ class Grid {
           tile.pace();
         }
       },
-      { rootMargin: '64px 0px' },
+      { threshold: 0 },
     );
     for (const tile of this.tiles) this.observer.observe(tile.element);
     document.addEventListener('visibilitychange', () => {

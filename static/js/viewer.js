@@ -167,7 +167,9 @@ function setCamera(connected) {
  * from its /status); the socket has no message for that, the camera list has it.
  */
 async function recheckCapabilities() {
-  if (!state.camera) return;
+  // Only a camera that said it can do less than everything may have more to say.
+  const { pan_tilt: panTilt, light } = controls.capabilities;
+  if (!state.camera || state.leaving || state.link !== 'open' || (panTilt && light)) return;
   try {
     const response = await fetch('/api/cameras', {
       credentials: 'same-origin',

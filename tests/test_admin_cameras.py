@@ -16,7 +16,13 @@ from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublish
 from zope.interface import provider
 
 from camproxy.accounts.access import Level
-from camproxy.web.admin_cameras import CameraForm, restore_password, scrub, url_password
+from camproxy.web.admin_cameras import (
+    CameraForm,
+    hide_password,
+    restore_password,
+    scrub,
+    url_password,
+)
 from camproxy.web.auth import SESSION_COOKIE
 from tests.browserlike import Browser, Page
 from tests.conftest import PASSWORD, RunningDaemon
@@ -89,6 +95,14 @@ def test_a_hidden_password_stands_for_the_stored_one() -> None:
         "failed at http://admin:***@cam.lan/ (s@cret)"
     )
     assert CameraForm(url=stored).shown().url == "http://admin:***@cam.lan/"
+    # A raw "@" in a password (it should be %40) still counts as the password.
+    raw = "http://admin:p@ss@cam.lan/x?y=1"
+    assert url_password(raw) == "p@ss" and hide_password(raw) == "http://admin:***@cam.lan/x?y=1"
+    assert restore_password("http://admin:***@cam.lan/x?y=2", raw) == (
+        "http://admin:p@ss@cam.lan/x?y=2"
+    )
+    assert scrub("at http://admin:p@ss@cam.lan/", raw) == "at http://admin:***@cam.lan/"
+    assert url_password("http://cam.lan/a@b") is None
 
 
 # -- who may ----------------------------------------------------------------------------

@@ -14,7 +14,6 @@ the composition root hands in the URL check and the probe as :class:`CameraTools
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -61,8 +60,6 @@ MESSAGES = {
     "grants": "Access to {camera} saved.",
     "removed": "Camera {camera} removed; its viewers were closed.",
 }
-
-_USERINFO_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/?#@:]*):([^/?#@]*)@")
 
 
 class ProbeReport(Protocol):
@@ -115,10 +112,25 @@ def one_line(problem: Exception | str) -> str:
     return text[0].upper() + text[1:]
 
 
+def _split_userinfo(url: str) -> tuple[str, str, str, str] | None:
+    """``(scheme://user, password, @host..., )`` of a URL with a password in its user
+    info (split as :func:`camproxy.fleet.redacted_url` does: at the last ``@`` before
+    the path), else None."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return None
+    end = min([i for i in (rest.find(c) for c in "/?#") if i >= 0], default=len(rest))
+    userinfo, at, host = rest[:end].rpartition("@")
+    if not at or ":" not in userinfo:
+        return None
+    user, _, password = userinfo.partition(":")
+    return f"{scheme}://{user}", password, f"@{host}", rest[end:]
+
+
 def url_password(url: str) -> str | None:
     """The password of a URL's user info, as written in it (still percent-encoded)."""
-    found = _USERINFO_PASSWORD.match(url)
-    return found.group(2) if found else None
+    parts = _split_userinfo(url)
+    return parts[1] if parts is not None else None
 
 
 def hide_password(url: str) -> str:
@@ -128,12 +140,12 @@ def hide_password(url: str) -> str:
 
 def restore_password(submitted: str, stored: str | None) -> str:
     """A URL from an edit form: ``***`` as its password stands for the stored password."""
-    if stored is None or url_password(submitted) != HIDDEN:
+    parts = _split_userinfo(submitted)
+    password = url_password(stored) if stored is not None else None
+    if parts is None or parts[1] != HIDDEN or password is None:
         return submitted
-    password = url_password(stored)
-    if password is None:
-        return submitted
-    return _USERINFO_PASSWORD.sub(lambda m: f"{m.group(1)}:{password}@", submitted, count=1)
+    user, _, host, rest = parts
+    return f"{user}:{password}{host}{rest}"
 
 
 def scrub(text: str, url: str) -> str:

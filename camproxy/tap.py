@@ -34,10 +34,12 @@ from camproxy.ops.logs import make_observer, twistd_primary_stream
 from camproxy.ops.metrics import DaemonMetrics
 from camproxy.sources.cluster import ClusterNode
 from camproxy.sources.http import HttpSourceSettings, RoutedEndpointFactory
-from camproxy.sources.kinds import default_kind, likely_capabilities, make_source
+from camproxy.sources.kinds import default_kind, likely_capabilities, make_source, url_problem
+from camproxy.sources.probe import ProbeResult, probe
 from camproxy.sources.robocam.link import CameraSettings, RoboCamSource
 from camproxy.viewers.websocket import ViewerFactory
-from camproxy.web.admin import AdminDependencies, AdminRoutes
+from camproxy.web.admin import AdminDependencies, AdminRoutes, AdminSections
+from camproxy.web.admin_cameras import AdminCameraDependencies, AdminCameraRoutes, CameraTools
 from camproxy.web.api import IntegrationApi
 from camproxy.web.apitokens import ApiTokenDependencies, ApiTokenRoutes
 from camproxy.web.assets import asset_directory
@@ -233,14 +235,13 @@ class CameraBuilders:
             capabilities=likely_capabilities(kind),
         )
 
-    def _real_source(self, spec: CameraSpec, listener: ISourceListener) -> ICameraSource:
-        """The source of the camera's kind (or of its URL's default kind)."""
+    def _http_settings(self, spec: CameraSpec) -> HttpSourceSettings:
         config, demo = self._config, self._demo
         endpoint_factory = None
         if demo is not None:
             routes = {key: f"unix:path={path}" for key, path in demo.sockets.items()}
             endpoint_factory = RoutedEndpointFactory(self._reactor, routes)
-        settings = HttpSourceSettings(
+        return HttpSourceSettings(
             url=spec.url,
             max_fps=spec.max_fps,
             max_frame_bytes=config.max_frame_bytes,
@@ -248,12 +249,27 @@ class CameraBuilders:
             ca_file=config.camera_ca,
             endpoint_factory=endpoint_factory,
         )
+
+    def _real_source(self, spec: CameraSpec, listener: ISourceListener) -> ICameraSource:
+        """The source of the camera's kind (or of its URL's default kind)."""
         return make_source(
             self._reactor,
             listener,
-            settings,
+            self._http_settings(spec),
             spec.kind,
             robocam=lambda robocam_listener: self._robocam(spec, robocam_listener),
+        )
+
+    def probe(self, url: str, kind: str | None) -> Deferred[ProbeResult]:
+        """The admin page's "test connection": the link the daemon would open, once."""
+        spec = CameraSpec(name="probe", url=url, kind=kind, max_fps=self._config.max_fps)
+        return probe(
+            self._reactor,
+            url,
+            kind,
+            PROBE_SECONDS,
+            settings=self._http_settings(spec),
+            robocam=lambda listener: self._robocam(spec, listener),
         )
 
     def _robocam(self, spec: CameraSpec, listener: ISourceListener) -> ICameraSource:
@@ -309,6 +325,10 @@ class CameraBuilders:
             nowhere = CameraHub(self._reactor, max_fps=1, idle_close=0)
             self._nowhere = WebSocketResource(self._factory(nowhere, "", dict))
         return self._nowhere
+
+
+#: Seconds the admin page's "test connection" counts frames (after the first one).
+PROBE_SECONDS = 2.0
 
 
 #: Connections the kernel queues before the daemon accepts them: a crowd reconnecting
@@ -431,6 +451,27 @@ def build_service(
             renderer=renderer,
         )
     )
+
+    async def apply_camera_changes() -> None:
+        # A change made on the admin page: apply it now, then check viewers' access.
+        await camera_watcher.check()
+        await watcher.check()
+
+    admin_cameras = AdminCameraRoutes(
+        AdminCameraDependencies(
+            accounts=accounts,
+            auth=auth,
+            csrf=csrf,
+            origins=origins,
+            renderer=renderer,
+            fleet=fleet,
+            tools=CameraTools(
+                url_problem=url_problem,
+                probe=builders.probe,
+                apply_changes=lambda: Deferred.fromCoroutine(apply_camera_changes()),
+            ),
+        )
+    )
     api_tokens = ApiTokenRoutes(
         ApiTokenDependencies(
             accounts=accounts,
@@ -439,6 +480,7 @@ def build_service(
             origins=origins,
             directory=directory,
             renderer=renderer,
+            cameras=cameras,
         )
     )
     pages = PageRoutes(
@@ -466,7 +508,10 @@ def build_service(
         {
             b"login": login.app.resource(),
             b"logout": login.app.resource(),
-            b"admin": admin.app.resource(),
+            b"admin": AdminSections(
+                admin.app.resource(),
+                dict.fromkeys((b"cameras", b"probe"), admin_cameras.app.resource()),
+            ),
             b"tokens": api_tokens.app.resource(),
             b"api": api_resource,
             b"stream.mjpg": api_resource,

@@ -1,6 +1,7 @@
 """The admin's pages: users (add, password, enable/disable, promote/demote, control,
 delete). Every change is a CSRF-checked form; a change that ends a user's sessions or
-rights closes their sockets and streams at once."""
+rights closes their sockets and streams at once. The cameras' pages are in
+:mod:`camproxy.web.admin_cameras`; :class:`AdminSections` serves both under ``/admin``."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import attrs
 from klein import Klein
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource, Resource
 from werkzeug.exceptions import NotFound
 
 from camproxy.accounts.passwords import BadPassword
@@ -203,3 +205,25 @@ class AdminRoutes:
     @app.handle_errors(NotFound)
     def not_found(self, request: IRequest, failure: Any) -> bytes:
         return self.deps.renderer.not_found(request)
+
+
+class AdminSections(Resource):
+    """``/admin/...``: one resource for the site's ``admin`` segment, handing each request
+    to the route group of its section (``/admin/cameras``, ``/admin/probe``: the
+    cameras'; anything else: the users').
+
+    A leaf, like the Klein resources it hands to, so they see the whole path and route
+    on it as they would at the top of the site.
+    """
+
+    isLeaf = True
+
+    def __init__(self, users: IResource, sections: dict[bytes, IResource]) -> None:
+        super().__init__()
+        self._users = users
+        self._sections = sections
+
+    def render(self, request: Any) -> Any:
+        path = request.postpath
+        section = path[1] if len(path) > 1 and path[0] == b"admin" else b""
+        return self._sections.get(section, self._users).render(request)

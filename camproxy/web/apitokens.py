@@ -1,5 +1,9 @@
 """The API tokens page: each user makes and revokes their own tokens, admins see all.
 
+A new token may be limited to some of the cameras its user may view (none picked: every
+camera its user may access, now and later); the list says which. A token never gets more
+than its user's level: the access decision applies both limits.
+
 (API tokens are the credentials of integrations; not CSRF tokens, not token buckets.)
 """
 
@@ -19,6 +23,7 @@ from camproxy.accounts.tokens import TokenStore
 from camproxy.accounts.users import AccountError
 from camproxy.hub.events import CloseReason
 from camproxy.web.auth import Authenticator
+from camproxy.web.cameras import CameraAccess
 from camproxy.web.csrf import CsrfTokens
 from camproxy.web.gate import ViewerDirectory
 from camproxy.web.origins import OriginPolicy
@@ -35,6 +40,7 @@ class ApiTokenDependencies:
     origins: OriginPolicy
     directory: ViewerDirectory
     renderer: Renderer
+    cameras: CameraAccess
 
 
 class ApiTokenRoutes:
@@ -54,16 +60,30 @@ class ApiTokenRoutes:
     ) -> bytes:
         assert principal.session_id is not None
         listed = await self.tokens().list(None if principal.is_admin else principal.username)
+        limits = await self.deps.accounts.cameras.token_cameras(token.id for token in listed)
+        visible = self.deps.cameras.all_visible(principal)
         return self.deps.renderer.render(
             request,
             "tokens.html",
             code,
             tokens=listed,
+            token_cameras={token_id: sorted(names) for token_id, names in limits.items()},
+            cameras=[
+                {"name": camera.name, "title": camera.stack.title, "access": camera.level.text}
+                for camera in visible
+            ],
             csrf_token=self.deps.csrf.issue(principal.session_id),
             current_user=principal.username,
             is_admin=principal.is_admin,
             can_control=principal.may_control,
-            **{"new_token": None, "new_token_name": None, "message": None, "error": None, **extra},
+            **{
+                "new_token": None,
+                "new_token_name": None,
+                "message": None,
+                "error": None,
+                "picked": (),
+                **extra,
+            },
         )
 
     async def signed_in(self, request: IRequest, *, post: bool) -> Principal | bytes:
@@ -102,15 +122,44 @@ class ApiTokenRoutes:
                 403,
                 error="You may not control the camera, so no control token.",
             )
+        picked = self.picked_cameras(request)
+        unknown = [
+            camera for camera in picked if self.deps.cameras.visible(principal, camera) is None
+        ]
+        if unknown:
+            # A camera one may not see is answered as one that does not exist.
+            return await self.page(
+                request,
+                principal,
+                400,
+                error=f"There is no camera named {unknown[0]!r} that you may watch.",
+                picked=picked,
+            )
         try:
-            record, secret = await self.tokens().create(principal.username, name, scope)
+            record, secret = await self.tokens().create(principal.username, name, scope, picked)
         except (AccountError, ValueError) as problem:
-            return await self.page(request, principal, 400, error=str(problem))
+            return await self.page(request, principal, 400, error=str(problem), picked=picked)
         self.log.info(
-            "{user!r} created API token {name!r}", user=principal.username, name=record.name
+            "{user!r} created API token {name!r} for {cameras}",
+            user=principal.username,
+            name=record.name,
+            cameras=", ".join(picked) if picked else "all cameras",
         )
         # Shown in this response only: never in a URL, never again.
         return await self.page(request, principal, new_token=secret, new_token_name=record.name)
+
+    @staticmethod
+    def picked_cameras(request: IRequest) -> tuple[str, ...]:
+        """The cameras ticked on the form (repeated ``camera`` fields), each once."""
+        names = []
+        for value in request.args.get(b"camera", []):
+            try:
+                name = value.decode("utf-8").strip()
+            except UnicodeDecodeError:
+                continue
+            if name and name not in names:
+                names.append(name)
+        return tuple(names)
 
     @app.route("/tokens/revoke", methods=["POST"])
     async def revoke(self, request: IRequest) -> bytes:

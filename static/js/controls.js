@@ -1,6 +1,9 @@
 /**
  * Camera controls: the d-pad (mouse, touch, keyboard), pan/tilt sliders and the light.
  *
+ * Only what the camera can do is shown (``setCapabilities``: no d-pad or sliders without
+ * pan/tilt, no light button without a light), and keys for the rest do nothing.
+ *
  * Sliders follow the position any viewer causes, except while this user drags one, and
  * for a moment after this user set a position: the firmware first echoes the position
  * from before the move, then the proxy asks where it went, and the thumb should not
@@ -35,6 +38,7 @@ export class Controls {
    *   send: (message: object) => boolean,
    *   refused: (reason: string) => void,
    *   toggleFullscreen: () => void,
+   *   commanded?: () => void,
    * }} hooks
    */
   constructor(hooks) {
@@ -42,12 +46,16 @@ export class Controls {
     this.enabled = false;
     this.reason = 'Connecting to the camera…';
     this.light = false;
+    this.capabilities = { pan_tilt: true, light: true };
     this.buttons = [...document.querySelectorAll('.dpad-btn')];
     this.pan = /** @type {HTMLInputElement} */ (document.getElementById('pan-slider'));
     this.tilt = /** @type {HTMLInputElement} */ (document.getElementById('tilt-slider'));
     this.lightButton = document.getElementById('light-toggle');
     this.lightState = document.getElementById('light-state');
     this.reasonElement = document.getElementById('control-reason');
+    this.reasonText = document.getElementById('control-reason-text');
+    this.reasonCountdown = document.getElementById('control-countdown');
+    this.panTilt = document.getElementById('pan-tilt');
     this.posX = document.getElementById('pos-x');
     this.posY = document.getElementById('pos-y');
     /** @type {{x: number, y: number} | null} */
@@ -61,7 +69,7 @@ export class Controls {
     for (const button of this.buttons) this.wireButton(button);
     for (const slider of [this.pan, this.tilt]) this.wireSlider(slider);
     this.lightButton.addEventListener('click', () => {
-      if (this.enabled) this.hooks.send({ type: 'light_command', state: !this.light });
+      if (this.enabled) this.command({ type: 'light_command', state: !this.light });
     });
     document.addEventListener('keydown', (event) => this.onKey(event));
     window.addEventListener('blur', () => this.stopRepeat());
@@ -106,11 +114,17 @@ export class Controls {
   }
 
   servo(command) {
+    if (!this.capabilities.pan_tilt) return;
     if (!this.enabled) {
       this.hooks.refused(this.reason);
       return;
     }
-    this.hooks.send({ type: 'servo_command', command });
+    this.command({ type: 'servo_command', command });
+  }
+
+  /** Send a command that needs control; tell the page it went out. */
+  command(message) {
+    if (this.hooks.send(message)) this.hooks.commanded?.();
   }
 
   onKey(event) {
@@ -120,11 +134,11 @@ export class Controls {
       return;
     }
     if (event.key === 'l' || event.key === 'L') {
-      if (!event.repeat) this.lightButton.click();
+      if (!event.repeat && this.capabilities.light) this.lightButton.click();
       return;
     }
     const command = KEY_COMMANDS.get(event.key);
-    if (!command) return;
+    if (!command || !this.capabilities.pan_tilt) return;
     event.preventDefault(); // arrows would scroll the page
     const now = performance.now();
     if (event.repeat && (command === 'center' || now - this.lastKeyAt < KEY_REPEAT_MS)) return;
@@ -162,7 +176,7 @@ export class Controls {
     const y = Math.round(Number(this.tilt.value));
     this.followPausedUntil = performance.now() + FOLLOW_PAUSE_MS;
     this.scheduleFollow();
-    this.hooks.send({ type: 'position_command', x, y });
+    this.command({ type: 'position_command', x, y });
   }
 
   /** Bring the sliders to the camera's position once the user is not using them. */
@@ -207,15 +221,42 @@ export class Controls {
     this.lightState.textContent = this.light ? 'on' : 'off';
   }
 
-  /** Enable the controls, or disable them and say why. */
-  setEnabled(enabled, reason = '') {
+  /**
+   * Show only the controls this camera has: ``{pan_tilt, light}`` as ``hello`` says.
+   * @param {{pan_tilt?: boolean, light?: boolean} | undefined} capabilities
+   */
+  setCapabilities(capabilities) {
+    if (!capabilities || typeof capabilities !== 'object') return;
+    this.capabilities = {
+      pan_tilt: capabilities.pan_tilt === true,
+      light: capabilities.light === true,
+    };
+    this.panTilt.hidden = !this.capabilities.pan_tilt;
+    this.lightButton.hidden = !this.capabilities.light;
+    if (!this.capabilities.pan_tilt) this.stopRepeat();
+  }
+
+  /** Whether this camera has any control at all. */
+  get any() {
+    return this.capabilities.pan_tilt || this.capabilities.light;
+  }
+
+  /**
+   * Enable the controls, or disable them and say why (``countdown``: a part of the
+   * reason that changes every second, kept out of the live region so that screen
+   * readers hear the reason once, not every tick).
+   */
+  setEnabled(enabled, reason = '', countdown = '') {
     this.enabled = enabled;
-    this.reason = reason;
+    this.reason = reason + countdown;
     if (!enabled) this.stopRepeat();
     for (const element of [...this.buttons, this.pan, this.tilt, this.lightButton]) {
       element.disabled = !enabled;
     }
-    this.reasonElement.textContent = reason;
-    this.reasonElement.hidden = enabled;
+    if (this.reasonText.textContent !== reason) this.reasonText.textContent = reason;
+    if (this.reasonCountdown.textContent !== countdown) {
+      this.reasonCountdown.textContent = countdown;
+    }
+    this.reasonElement.hidden = enabled || !reason;
   }
 }

@@ -1,8 +1,11 @@
 """Browser tests: a demo camera and a whole daemon as subprocesses, driven by headless Chromium.
 
-Everything listens on 127.0.0.1 on ports picked free at start. Each process is stopped by
-its PID when its fixture ends. Chromium is Debian's (``/usr/bin/chromium``); Playwright is
-never asked to download a browser. Without that binary the tests are skipped.
+Two daemons: ``stack`` watches one camera (v1: ``/`` is its viewer page); ``fleet`` runs
+with ``--demo`` (an emulated RoboCam ``default`` and a light-only ESP32 ``esp32``) plus
+``garden``, a RoboCam in exclusive control mode, added with ``camproxy camera add`` before
+the start. Everything listens on 127.0.0.1 on ports picked free at start. Each process is
+stopped by its PID when its fixture ends. Chromium is Debian's (``/usr/bin/chromium``);
+Playwright is never asked to download a browser. Without that binary the tests are skipped.
 """
 
 from __future__ import annotations
@@ -157,11 +160,17 @@ def ask_camera_position(port: int) -> tuple[int, int]:
 
 @attrs.define
 class Stack:
-    """The demo camera and the daemon under test, with their ports and logs."""
+    """The demo camera and the daemon under test, with their ports and logs.
+
+    ``demo``: the daemon runs with ``--demo`` (its own emulated cameras) instead of
+    ``--camera``, and is ready once ``cameras`` of them are connected.
+    """
 
     directory: Path
     camera_port: int
     daemon_port: int
+    demo: bool = False
+    cameras: int = 1
     camera: subprocess.Popen[bytes] | None = None
     daemon: subprocess.Popen[bytes] | None = None
     _logs: list[IO[bytes]] = attrs.field(factory=list)
@@ -193,10 +202,10 @@ class Stack:
         )
         return process, log_path
 
-    def cli(self, *args: str, stdin: str | None = None) -> None:
-        """Run ``camproxy user ...`` on the daemon's database."""
+    def cli(self, *args: str, stdin: str | None = None, group: str = "user") -> None:
+        """Run ``camproxy user ...`` (or another group's command) on the daemon's database."""
         subprocess.run(
-            [sys.executable, "-m", "camproxy.cli", "user", *args, "--database", str(self.database)],
+            [sys.executable, "-m", "camproxy.cli", group, *args, "--database", str(self.database)],
             input=stdin,
             text=True,
             check=True,
@@ -224,6 +233,7 @@ class Stack:
             self.camera = None
 
     def start_daemon(self) -> None:
+        cameras = ["--demo"] if self.demo else ["--camera", self.camera_url]
         self.daemon, log = self._spawn(
             [
                 *TWISTD,
@@ -232,8 +242,7 @@ class Stack:
                 "camproxy",
                 "--listen",
                 f"tcp:{self.daemon_port}:interface=127.0.0.1",
-                "--camera",
-                self.camera_url,
+                *cameras,
                 "--database",
                 str(self.database),
             ],
@@ -244,7 +253,11 @@ class Stack:
 
         def camera_linked() -> bool:
             health = _health(self.daemon_port)
-            return health is not None and health.get("esp32_connected") is True
+            return (
+                health is not None
+                and health.get("esp32_connected") is True
+                and health.get("cameras", {}).get("connected", 1) >= self.cameras
+            )
 
         _poll("the daemon", camera_linked, daemon, log)
 
@@ -266,10 +279,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         pytest.skip("browser tests need Debian's chromium: apt-get install chromium")
     running = Stack(tmp_path_factory.mktemp("camproxy-browser"), free_port(), free_port())
     try:
-        for name, (password, options, may_control) in USERS.items():
-            running.cli("add", name, *options, "--password-stdin", stdin=password + "\n")
-            if not may_control:
-                running.cli("nocontrol", name)
+        add_users(running)
         running.start_camera()
         running.start_daemon()
         yield running
@@ -277,8 +287,63 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         running.stop()
 
 
+def add_users(stack: Stack) -> None:
+    for name, (password, options, may_control) in USERS.items():
+        stack.cli("add", name, *options, "--password-stdin", stdin=password + "\n")
+        if not may_control:
+            stack.cli("nocontrol", name)
+
+
+#: The cameras of ``fleet`` (name -> title), by name as the pages list them.
+FLEET_CAMERAS = {
+    "default": "Demo RoboCam",
+    "esp32": "Demo ESP32 CameraWebServer",
+    "garden": "The garden",
+}
+#: A user of ``fleet`` who may view one camera only (``/`` is then its viewer page).
+ONE_CAMERA_USER = "dave"
+
+
 @pytest.fixture(scope="session")
-def browser(stack: Stack) -> Iterator[Any]:
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A ``--demo`` daemon with three cameras: ``default`` (RoboCam), ``esp32`` (light
+    only) and ``garden`` (a RoboCam of its own, exclusive control)."""
+    if not CHROMIUM.exists():
+        pytest.skip("browser tests need Debian's chromium: apt-get install chromium")
+    running = Stack(
+        tmp_path_factory.mktemp("camproxy-fleet"),
+        free_port(),
+        free_port(),
+        demo=True,
+        cameras=len(FLEET_CAMERAS),
+    )
+    try:
+        add_users(running)
+        running.start_camera()
+        running.cli(
+            "add",
+            "garden",
+            running.camera_url,
+            "--title",
+            FLEET_CAMERAS["garden"],
+            "--control",
+            "exclusive",
+            group="camera",
+        )
+        running.start_daemon()
+        # The demo's cameras exist once the daemon has started: take two from dave now
+        # (the daemon applies grants to new sessions at once).
+        for camera in ("esp32", "garden"):
+            running.cli("grant", camera, ONE_CAMERA_USER, "none", group="camera")
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        pytest.skip("browser tests need Debian's chromium: apt-get install chromium")
     from playwright.sync_api import expect, sync_playwright
 
     expect.set_options(timeout=15_000)
@@ -351,11 +416,22 @@ class Pages:
         self.contexts.clear()
 
 
-@pytest.fixture
-def pages(browser: Any, stack: Stack) -> Iterator[Pages]:
+def _pages(browser: Any, stack: Stack) -> Iterator[Pages]:
     opened = Pages(browser, stack)
     try:
         yield opened
     finally:
         opened.close()
     assert opened.unexpected_errors() == [], "errors in the browser console"
+
+
+@pytest.fixture
+def pages(browser: Any, stack: Stack) -> Iterator[Pages]:
+    """Pages on the one-camera daemon."""
+    yield from _pages(browser, stack)
+
+
+@pytest.fixture
+def fleet_pages(browser: Any, fleet: Stack) -> Iterator[Pages]:
+    """Pages on the three-camera ``--demo`` daemon."""
+    yield from _pages(browser, fleet)

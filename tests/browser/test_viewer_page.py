@@ -3,7 +3,6 @@ and demo camera (see ``conftest.py``). Every test also fails on any console erro
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import OUTPUT, REPO, USERS, Pages, Stack
+from tests.browser.conftest import OUTPUT, USERS, Pages, Stack
 
 pytestmark = pytest.mark.browser
 
@@ -375,8 +374,7 @@ def test_viewer_layout_at_phone_and_desktop_sizes(pages: Pages, width: int, heig
     OUTPUT.mkdir(exist_ok=True)
     page.mouse.move(0, height - 1)
     page.screenshot(path=str(OUTPUT / f"viewer-{width}x{height}.png"))
-    if (width, height) == (1366, 768) and os.environ.get("CAMPROXY_UPDATE_SCREENSHOT") == "1":
-        page.screenshot(path=str(REPO / "docs" / "screenshot.png"))
+    # docs/screenshot.png shows several cameras: test_cameras_pages.py takes it.
 
 
 def test_focus_is_visible_on_keyboard_navigation(pages: Pages) -> None:

@@ -185,7 +185,8 @@ async def test_changed_access_closes_what_it_no_longer_allows(
     await check_credentials(daemon)
     _clean, code, _reason = await carol.closed
     assert code == 4002
-    # Alice dropped from control to view: she stays, and her commands are refused.
+    # Alice dropped from control to view: she stays, is told, and her commands are refused.
+    await alice.wait_event("access", access="view")
     assert not alice.closed.called
     alice.send_json({"type": "servo_command", "command": "up"})
     await alice.wait_event("error")

@@ -488,3 +488,19 @@ def test_viewers_without_control_never_take_it_and_shared_mode_has_no_holder() -
     assert hub.holder is None
     hub.stop()
     assert clock.getDelayedCalls() == []
+
+
+def test_capabilities_learned_late_are_told_to_every_viewer() -> None:
+    _clock, hub, source = make_hub()
+    viewer = FakeViewer()
+    hub.attach(viewer)
+    source.capabilities = Capabilities(pan_tilt=False, light=True)
+    source.kind = "esp32"
+    hub.capabilities_changed()
+    assert viewer.of_type("capabilities") == [
+        {
+            "type": "capabilities",
+            "kind": "esp32",
+            "capabilities": {"pan_tilt": False, "light": True},
+        }
+    ]

@@ -51,7 +51,18 @@ class ControlChanged:
     expires_in: float | None = None
 
 
-Event = ClientCount | PositionUpdate | LightUpdate | CameraStatus | ControlChanged
+@attrs.frozen
+class CapabilitiesChanged:
+    """The camera's kind or what it can do became known (an ESP32's light, say)."""
+
+    kind: str | None
+    pan_tilt: bool
+    light: bool
+
+
+Event = (
+    ClientCount | PositionUpdate | LightUpdate | CameraStatus | ControlChanged | CapabilitiesChanged
+)
 
 
 class Refusal(enum.Enum):

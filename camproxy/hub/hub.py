@@ -30,6 +30,7 @@ from camproxy.hub.commands import (
 )
 from camproxy.hub.events import (
     CameraStatus,
+    CapabilitiesChanged,
     ClientCount,
     ControlChanged,
     Event,
@@ -466,6 +467,8 @@ class CameraHub:
             kind=self.kind,
             capabilities=self.capabilities,
         )
+        capabilities = self.capabilities
+        self.broadcast(CapabilitiesChanged(self.kind, capabilities.pan_tilt, capabilities.light))
 
     # -- commands -----------------------------------------------------------------
 

@@ -10,6 +10,7 @@ import attrs
 from camproxy.hub.commands import Command, InvalidCommand, command_from_fields
 from camproxy.hub.events import (
     CameraStatus,
+    CapabilitiesChanged,
     ClientCount,
     ControlChanged,
     Event,
@@ -39,6 +40,14 @@ def encode_event(event: Event) -> str:
         if event.holder is not None and event.expires_in is not None:
             fields["expires_in"] = round(event.expires_in)
         return _json(fields)
+    if isinstance(event, CapabilitiesChanged):
+        return _json(
+            {
+                "type": "capabilities",
+                "kind": event.kind,
+                "capabilities": {"pan_tilt": event.pan_tilt, "light": event.light},
+            }
+        )
     raise TypeError(f"not an event: {event!r}")
 
 

@@ -8,6 +8,7 @@ skips frames instead of growing a queue, and never delays the others.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -263,6 +264,10 @@ class ViewerProtocol(WebSocketServerProtocol):
             self._throttle_noticed_at = now
             self._send_error(SLOW_DOWN)
 
+    def _send_json(self, fields: dict[str, Any]) -> None:
+        if self.state == self.STATE_OPEN:
+            self.sendMessage(json.dumps(fields, separators=(",", ":")).encode(), isBinary=False)
+
     def _send_error(self, message: str) -> None:
         if self.state == self.STATE_OPEN:
             self.sendMessage(encode_error(message).encode("utf-8"), isBinary=False)
@@ -321,9 +326,14 @@ class ViewerProtocol(WebSocketServerProtocol):
         self.close_viewer(code, text)
 
     def readmit(self, principal: object, access: str) -> None:
-        if self.admission is not None:
-            self.admission.principal = principal
-            self.admission.access = access
+        admission = self.admission
+        if admission is None:
+            return
+        admission.principal = principal
+        if admission.access != access:
+            admission.access = access
+            # The page shows (or greys out) its controls by this.
+            self._send_json({"type": "access", "access": access})
 
     def close_viewer(self, code: int, reason: str) -> None:
         if self.state not in (self.STATE_OPEN, self.STATE_CONNECTING):

@@ -123,6 +123,16 @@ function onMessage(message) {
     case 'light_update':
       controls.setLight(message.state);
       break;
+    case 'capabilities':
+      // An ESP32 tells whether it has a light only once connected.
+      controls.setCapabilities(message.capabilities);
+      renderCapabilities();
+      break;
+    case 'access':
+      // A grant changed while watching: control dropped to view, or back.
+      state.canControl = message.access === 'control';
+      render();
+      break;
     case 'error':
       if (typeof message.message === 'string') toasts.show(sentence(message.message), 'error');
       break;

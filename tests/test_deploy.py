@@ -3,7 +3,8 @@
 The nginx test renders a private variant of ``deploy/nginx.conf`` (the same locations and
 proxy settings, but on 127.0.0.1 ports, with a certificate made here and every file in
 ``tmp_path``), runs nginx and the daemon as processes and goes through nginx's HTTPS port
-as a browser would.
+as a browser would. ``tests/test_cluster_deploy.py`` does the same with
+``deploy/nginx-cluster.conf`` in front of two daemons.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
@@ -52,14 +53,24 @@ WAIT = 10.0
 def _substitute(text: str, pattern: str, replacement: str, *, expected: int | None) -> str:
     result, count = re.subn(pattern, replacement, text, flags=re.MULTILINE)
     if expected is None:
-        assert count >= 1, f"deploy/nginx.conf has no line matching {pattern!r}"
+        assert count >= 1, f"the nginx site has no line matching {pattern!r}"
     else:
-        assert count == expected, f"{pattern!r} matched {count} lines of deploy/nginx.conf"
+        assert count == expected, f"{pattern!r} matched {count} lines of the nginx site"
     return result
 
 
-def render_site(site: str, *, http: int, https: int, upstream: int, tls: CertFiles) -> str:
-    """deploy/nginx.conf with loopback test ports, our certificate and our daemon's port."""
+def render_site(
+    site: str,
+    *,
+    http: int,
+    https: int,
+    tls: CertFiles,
+    upstream: int | None = None,
+    servers: Sequence[int] = (),
+) -> str:
+    """An nginx site of deploy/ with loopback test ports and our certificate; the daemon's
+    port (``upstream``, deploy/nginx.conf) or the daemons' (``servers``, in the order of the
+    ``server`` lines of deploy/nginx-cluster.conf's upstream block)."""
     text = re.sub(r"#.*$", "", site, flags=re.MULTILINE)
     text = _substitute(text, r"^\s*listen \[::\]:\d+[^;]*;\n", "", expected=2)
     text = _substitute(text, r"^(\s*)listen 80;$", rf"\1listen 127.0.0.1:{http};", expected=1)
@@ -68,13 +79,23 @@ def render_site(site: str, *, http: int, https: int, upstream: int, tls: CertFil
     )
     text = _substitute(text, r"^(\s*ssl_certificate) \S+;$", rf"\1 {tls.cert};", expected=1)
     text = _substitute(text, r"^(\s*ssl_certificate_key) \S+;$", rf"\1 {tls.key};", expected=1)
-    text = _substitute(
-        text,
-        r"proxy_pass http://127\.0\.0\.1:5000;",
-        f"proxy_pass http://127.0.0.1:{upstream};",
-        expected=None,
-    )
-    assert ":5000" not in text and "/etc/" not in text, text
+    if upstream is not None:
+        text = _substitute(
+            text,
+            r"proxy_pass http://127\.0\.0\.1:5000;",
+            f"proxy_pass http://127.0.0.1:{upstream};",
+            expected=None,
+        )
+    if servers:
+        ports = iter(servers)
+        text, count = re.subn(
+            r"^(\s*server) 127\.0\.0\.1:\d+",
+            lambda m: f"{m[1]} 127.0.0.1:{next(ports)}",
+            text,
+            flags=re.MULTILINE,
+        )
+        assert count == len(servers), f"{count} server lines in the upstream block"
+    assert not re.search(r":50\d\d\b", text) and "/etc/" not in text, text
     return text
 
 
@@ -126,19 +147,27 @@ class Nginx:
 
 
 @contextmanager
-def running_nginx(directory: Path, upstream: int) -> Iterator[Nginx]:
+def running_nginx(
+    directory: Path,
+    upstream: int | None = None,
+    *,
+    site: Path = DEPLOY / "nginx.conf",
+    servers: Sequence[int] = (),
+) -> Iterator[Nginx]:
+    """nginx with ``site`` in front of the daemon on ``upstream`` (or the ``servers``)."""
     directory.mkdir()
     tls = make_self_signed(directory)
     nginx = Nginx(free_port(), free_port(), tls)
-    site = render_site(
-        (DEPLOY / "nginx.conf").read_text(),
+    rendered = render_site(
+        site.read_text(),
         http=nginx.http,
         https=nginx.https,
-        upstream=upstream,
         tls=tls,
+        upstream=upstream,
+        servers=servers,
     )
     config = directory / "nginx.conf"
-    config.write_text(render_nginx_conf(site, directory))
+    config.write_text(render_nginx_conf(rendered, directory))
     argv = [
         str(NGINX),
         "-p",
@@ -179,11 +208,12 @@ class FirstJPEG(Protocol):
 
 
 async def connect_wss_viewer(
-    reactor: Any, nginx: Nginx, cookie: str, origin: str
+    reactor: Any, nginx: Nginx, cookie: str, origin: str, path: str = "/ws"
 ) -> RecordingViewer:
-    """A browser-like viewer on wss://127.0.0.1:HTTPS/ws, verifying nginx's certificate."""
+    """A browser-like viewer on wss://127.0.0.1:HTTPS/ws (or ``path``), verifying nginx's
+    certificate."""
     factory = RecordingFactory(
-        url=f"wss://127.0.0.1:{nginx.https}/ws",
+        url=f"wss://127.0.0.1:{nginx.https}{path}",
         origin=origin,
         headers={"Cookie": cookie},
         reactor=reactor,
@@ -196,6 +226,18 @@ async def connect_wss_viewer(
     viewer = await endpoint.connect(factory)
     assert isinstance(viewer, RecordingViewer)
     return await viewer.opened.addTimeout(WAIT, reactor)
+
+
+async def first_mjpeg_part(reactor: Any, client: HTTPClient, url: str, cookie: str) -> bytes:
+    """GET an MJPEG stream and return what came until its first whole JPEG."""
+    with_cookie: dict[str | bytes, str | bytes] = {"Cookie": cookie}
+    stream = await client.get(url, headers=with_cookie, unbuffered=True, timeout=WAIT)
+    assert stream.code == 200, (url, stream.code)
+    body = FirstJPEG()
+    stream.deliverBody(body)
+    part: bytes = await body.done.addTimeout(WAIT, reactor)
+    assert b"image/jpeg" in part.lower()
+    return part
 
 
 def session_cookie_line(set_cookies: list[str]) -> str:
@@ -247,21 +289,16 @@ async def test_behind_nginx_https_login_secure_cookie_and_wss_frames(
         assert (await browser.get("/")).code == 200
         cookie = f"{SESSION_COOKIE}={browser.cookie(SESSION_COOKIE)}"
 
-        viewer = await connect_wss_viewer(reactor, nginx, cookie, nginx.origin)
-        await viewer.wait_event("hello").addTimeout(WAIT, reactor)
-        await viewer.wait_frames(3).addTimeout(WAIT, reactor)
-        assert all(f[:2] == b"\xff\xd8" and f[-2:] == b"\xff\xd9" for f in viewer.frames)
-        await close_viewer(viewer)
+        # The default camera's socket, and another camera's (--demo has two).
+        for path in ("/ws", "/cam/esp32/ws"):
+            viewer = await connect_wss_viewer(reactor, nginx, cookie, nginx.origin, path)
+            await viewer.wait_event("hello").addTimeout(WAIT, reactor)
+            await viewer.wait_frames(3).addTimeout(WAIT, reactor)
+            assert all(f[:2] == b"\xff\xd8" and f[-2:] == b"\xff\xd9" for f in viewer.frames)
+            await close_viewer(viewer)
 
-        with_cookie: dict[str | bytes, str | bytes] = {"Cookie": cookie}
-        stream = await client.get(
-            f"{base}/stream.mjpg", headers=with_cookie, unbuffered=True, timeout=WAIT
-        )
-        assert stream.code == 200
-        body = FirstJPEG()
-        stream.deliverBody(body)
-        part = await body.done.addTimeout(WAIT, reactor)
-        assert b"image/jpeg" in part.lower()
+        for path in ("/stream.mjpg", "/cam/esp32/stream.mjpg"):
+            await first_mjpeg_part(reactor, client, base + path, cookie)
 
 
 # --- systemd ---------------------------------------------------------------------------

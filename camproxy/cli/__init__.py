@@ -10,11 +10,17 @@ from __future__ import annotations
 import argparse
 import sys
 
-from camproxy.cli import camera, db, token, user
+from camproxy.cli import camera, cluster, db, token, user
 from camproxy.cli.scaffold import CommandGroup, run
 
 #: The command groups, in the order ``camproxy --help`` lists them.
-GROUPS: tuple[CommandGroup, ...] = (user.GROUP, camera.GROUP, token.GROUP, db.GROUP)
+GROUPS: tuple[CommandGroup, ...] = (
+    user.GROUP,
+    camera.GROUP,
+    token.GROUP,
+    db.GROUP,
+    cluster.GROUP,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -38,7 +38,12 @@ Adding a group, e.g. ``camproxy camera ...``:
 2. add ``camera.GROUP`` to ``GROUPS`` in ``camproxy/cli/__init__.py``.
 
 ``Call.refuse("...")`` (or raising ``Refused``) ends a command with exit status 1 and that
-line; ``Call.streams`` are the standard streams (for reading a password, say).
+line; ``Call.usage_error("...")`` with exit status 2 and that line (a setting that is
+missing altogether, which argparse cannot tell); ``Call.streams`` are the standard streams
+(for reading a password, say).
+
+A group that never touches the accounts database (``cluster``, which reads Redis) says
+``database=False``: it gets no ``--database``, and a bad ``DATABASE_URL`` cannot stop it.
 """
 
 from __future__ import annotations
@@ -67,6 +72,10 @@ class Refused(Exception):
     """The command cannot go on; the message is the one line for standard error."""
 
 
+class UsageError(Exception):
+    """The command was called wrongly; one line on standard error, exit status 2."""
+
+
 @attrs.frozen
 class Streams:
     """The standard streams a command reads and writes."""
@@ -88,9 +97,15 @@ class Call:
     args: argparse.Namespace
     #: The command's name within its group (``add``, ``list``, ...).
     command: str
-    location: DatabaseLocation
+    _location: DatabaseLocation | None
     streams: Streams
     _database: Database | None = None
+
+    @property
+    def location(self) -> DatabaseLocation:
+        """The accounts database's location (only in a group with ``database=True``)."""
+        assert self._location is not None, "this command group declared database=False"
+        return self._location
 
     async def database(self) -> Database:
         """The accounts database, opened (and upgraded) on first use; closed at the end."""
@@ -110,6 +125,10 @@ class Call:
         """End the command: exit status 1, ``message`` on standard error."""
         raise Refused(message)
 
+    def usage_error(self, message: str) -> NoReturn:
+        """End the command: exit status 2, ``message`` on standard error."""
+        raise UsageError(message)
+
     def close(self) -> None:
         if self._database is not None:
             self._database.close()
@@ -117,12 +136,13 @@ class Call:
 
 
 class Commands:
-    """Declares a group's commands; each gets ``--database`` and ``allow_abbrev=False``."""
+    """Declares a group's commands; each gets ``--database`` (unless the group has no
+    database) and ``allow_abbrev=False``."""
 
     def __init__(
         self,
         subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
-        database: argparse.ArgumentParser,
+        database: argparse.ArgumentParser | None,
     ) -> None:
         self._subparsers = subparsers
         self._database = database
@@ -133,7 +153,7 @@ class Commands:
         """A new command; add its arguments to the parser returned."""
         return self._subparsers.add_parser(
             name,
-            parents=[self._database],
+            parents=[self._database] if self._database is not None else [],
             help=summary,
             description=description or summary,
             allow_abbrev=False,
@@ -149,6 +169,7 @@ class CommandGroup:
         text for standard output (nothing is printed for an empty string).
     :ivar refusals: more exception types that mean "refused" for this group.
     :ivar command_in_errors: name the command in error lines (``camproxy db backup: ...``).
+    :ivar database: whether the group uses the accounts database (and takes ``--database``).
     """
 
     name: str
@@ -158,6 +179,7 @@ class CommandGroup:
     perform: Callable[[Call], Awaitable[str]]
     refusals: tuple[type[BaseException], ...] = ()
     command_in_errors: bool = False
+    database: bool = True
 
     @property
     def dest(self) -> str:
@@ -167,10 +189,10 @@ class CommandGroup:
         self, subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     ) -> argparse.ArgumentParser:
         """Add this group and its commands to the top level's ``subparsers``."""
-        database = database_option()
+        database = database_option() if self.database else None
         parser = subparsers.add_parser(
             self.name,
-            parents=[database],
+            parents=[database] if database is not None else [],
             help=self.summary,
             description=self.description,
             allow_abbrev=False,
@@ -211,8 +233,10 @@ def run(group: CommandGroup, args: argparse.Namespace, streams: Streams | None =
     """
     streams = streams or Streams.standard()
     prefix = group.error_prefix(args)
+    location = None
     try:
-        location = database_location(args)
+        if group.database:
+            location = database_location(args)
     except ConfigError as problem:
         print(f"{prefix}: {problem}", file=streams.stderr)
         return 1
@@ -228,7 +252,7 @@ async def _main(
     reactor: Any,
     group: CommandGroup,
     args: argparse.Namespace,
-    location: DatabaseLocation,
+    location: DatabaseLocation | None,
     streams: Streams,
     prefix: str,
 ) -> None:
@@ -239,6 +263,9 @@ async def _main(
         done = await group.perform(call)
     except refusals as problem:
         print(f"{prefix}: {problem}", file=streams.stderr)
+    except UsageError as problem:
+        print(f"{prefix}: error: {problem}", file=streams.stderr)
+        code = 2
     except Exception:
         # A bug, not a refusal: the traceback is what a report needs.
         traceback.print_exc(file=streams.stderr)

@@ -51,9 +51,9 @@ class Config:
     max_fps: float = 10.0
     idle_close: float = 30.0
     demo: bool = False
-    secret_key: str = ""
+    secret_key: str = attrs.field(default="", repr=False)
     admin_username: str | None = None
-    admin_password: str | None = None
+    admin_password: str | None = attrs.field(default=None, repr=False)
     log_level: str = "INFO"
     log_file: str | None = None
     camera_ca: str | None = None

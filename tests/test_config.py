@@ -122,3 +122,23 @@ def test_bad_options_exit_with_one_line(argv: list[str], monkeypatch: pytest.Mon
         Options().parseOptions(argv)
     message = str(exit_.value.code)
     assert message.startswith("camproxy: error:") and "\n" not in message
+
+
+def test_cluster_settings_and_their_refusals() -> None:
+    postgres = "postgresql://u:pw@127.0.0.1:5432/camproxy"
+    config = build_config(
+        {"redis": "redis://:pw-xyz@127.0.0.1:6379/2", "database": postgres, "node": "n1"},
+        {"SECRET_KEY": "key-xyz", "ADMIN_USERNAME": "root", "ADMIN_PASSWORD": "admin-xyz"},
+    )
+    assert (config.redis_url, config.node) == ("redis://:pw-xyz@127.0.0.1:6379/2", "n1")
+    assert not any(s in repr(config) for s in ("pw-xyz", "key-xyz", "admin-xyz"))
+    assert build_config({"database": postgres}, {"SECRET_KEY": "k"}).node  # host:port
+    with pytest.raises(ConfigError, match="SQLite") as refused:
+        build_config({"redis": "redis://127.0.0.1"}, {"SECRET_KEY": "k"})
+    assert "\n" not in str(refused.value)
+    with pytest.raises(ConfigError, match="port must be") as bad:
+        build_config(
+            {"redis": "redis://:hunter2@127.0.0.1:999999", "database": postgres},
+            {"SECRET_KEY": "k"},
+        )
+    assert "hunter2" not in str(bad.value)

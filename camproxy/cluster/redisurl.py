@@ -93,6 +93,12 @@ def load_ca_file(path: str | Path) -> IOpenSSLTrustRoot:
     return trustRootFromCertificates(certificates)
 
 
+def _shown(url: str) -> str:
+    """``url`` as an error message may show it: any password replaced by ``***``."""
+    shown = re.sub(r"(://[^/?#@]*?:)[^/?#@]*@", r"\1***@", url)
+    return re.sub(r"([?&]password=)[^&#]*", r"\1***", shown)
+
+
 def parse_redis_url(url: str) -> RedisURL:
     """Parse and check a Redis URL; :class:`ValueError` with a one-line message if bad.
 
@@ -103,14 +109,14 @@ def parse_redis_url(url: str) -> RedisURL:
     try:
         parts = urlsplit(url.strip())
     except ValueError as error:
-        raise ValueError(f"bad Redis URL {url!r}: {error}") from None
+        raise ValueError(f"bad Redis URL {_shown(url)!r}: {error}") from None
     scheme = parts.scheme.lower()
     if scheme not in ("redis", "rediss", "unix"):
         raise ValueError(
-            f"bad Redis URL {url!r}: it must start with redis://, rediss:// or unix://"
+            f"bad Redis URL {_shown(url)!r}: it must start with redis://, rediss:// or unix://"
         )
     if parts.fragment:
-        raise ValueError(f"bad Redis URL {url!r}: no '#' part is allowed")
+        raise ValueError(f"bad Redis URL {_shown(url)!r}: no '#' part is allowed")
     username = unquote(parts.username) if parts.username else None
     password = unquote(parts.password) if parts.password is not None else None
     db: int | None = None
@@ -120,29 +126,29 @@ def parse_redis_url(url: str) -> RedisURL:
         elif name == "password":
             password = value
         else:
-            raise ValueError(f"bad Redis URL {url!r}: unknown option {name!r}")
+            raise ValueError(f"bad Redis URL {_shown(url)!r}: unknown option {name!r}")
     password = password or None
 
     if scheme == "unix":
         _, _, location = parts.netloc.rpartition("@")
         path = location + parts.path
         if not path:
-            raise ValueError(f"bad Redis URL {url!r}: no socket path")
+            raise ValueError(f"bad Redis URL {_shown(url)!r}: no socket path")
         return RedisURL("unix", path=path, db=db or 0, username=username, password=password)
 
     host = parts.hostname
     if not host:
-        raise ValueError(f"bad Redis URL {url!r}: no host")
+        raise ValueError(f"bad Redis URL {_shown(url)!r}: no host")
     try:
         port = parts.port
     except ValueError:
-        raise ValueError(f"bad Redis URL {url!r}: the port must be 1-65535") from None
+        raise ValueError(f"bad Redis URL {_shown(url)!r}: the port must be 1-65535") from None
     if port == 0:
-        raise ValueError(f"bad Redis URL {url!r}: the port must be 1-65535")
+        raise ValueError(f"bad Redis URL {_shown(url)!r}: the port must be 1-65535")
     path = parts.path.strip("/")
     if path:
         if db is not None:
-            raise ValueError(f"bad Redis URL {url!r}: the database is given twice")
+            raise ValueError(f"bad Redis URL {_shown(url)!r}: the database is given twice")
         db = _db_number(url, path)
     return RedisURL(
         "rediss" if scheme == "rediss" else "redis",
@@ -156,5 +162,7 @@ def parse_redis_url(url: str) -> RedisURL:
 
 def _db_number(url: str, text: str) -> int:
     if not text.isdigit() or not text.isascii():
-        raise ValueError(f"bad Redis URL {url!r}: the database must be a number, not {text!r}")
+        raise ValueError(
+            f"bad Redis URL {_shown(url)!r}: the database must be a number, not {text!r}"
+        )
     return int(text)

@@ -676,6 +676,8 @@ class ClusterSource:
 
     def stop(self) -> None:
         """The daemon stops: give the camera up at once, for another daemon to take."""
+        if self.holding:
+            self.give_up("this daemon stops", release=True)
         self.close()
         for pending in list(self._pending.values()):
             if pending.timeout is not None and pending.timeout.active():

@@ -46,6 +46,7 @@ from camproxy.web.assets import asset_directory
 from camproxy.web.auth import Authenticator
 from camproxy.web.cameras import CameraAccess
 from camproxy.web.csrf import CsrfTokens
+from camproxy.web.forms import FormPages
 from camproxy.web.gate import CameraGate, CredentialWatcher, ViewerDirectory
 from camproxy.web.login import LoginDependencies, LoginRoutes
 from camproxy.web.login_throttle import LoginThrottle
@@ -441,16 +442,8 @@ def build_service(
             metrics=metrics,
         )
     )
-    admin = AdminRoutes(
-        AdminDependencies(
-            accounts=accounts,
-            auth=auth,
-            csrf=csrf,
-            origins=origins,
-            directory=directory,
-            renderer=renderer,
-        )
-    )
+    forms = FormPages(auth=auth, csrf=csrf, origins=origins, renderer=renderer)
+    admin = AdminRoutes(AdminDependencies(accounts=accounts, forms=forms, directory=directory))
 
     async def apply_camera_changes() -> None:
         # A change made on the admin page: apply it now, then check viewers' access.
@@ -460,10 +453,7 @@ def build_service(
     admin_cameras = AdminCameraRoutes(
         AdminCameraDependencies(
             accounts=accounts,
-            auth=auth,
-            csrf=csrf,
-            origins=origins,
-            renderer=renderer,
+            forms=forms,
             fleet=fleet,
             tools=CameraTools(
                 url_problem=url_problem,
@@ -473,15 +463,7 @@ def build_service(
         )
     )
     api_tokens = ApiTokenRoutes(
-        ApiTokenDependencies(
-            accounts=accounts,
-            auth=auth,
-            csrf=csrf,
-            origins=origins,
-            directory=directory,
-            renderer=renderer,
-            cameras=cameras,
-        )
+        ApiTokenDependencies(accounts=accounts, forms=forms, directory=directory, cameras=cameras)
     )
     pages = PageRoutes(
         PageDependencies(

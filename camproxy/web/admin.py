@@ -27,11 +27,9 @@ from camproxy.accounts.users import (
     UserStore,
 )
 from camproxy.hub.events import CloseReason
-from camproxy.web.auth import Authenticator
-from camproxy.web.csrf import CsrfTokens
+from camproxy.web.forms import FormPages
 from camproxy.web.gate import ViewerDirectory
-from camproxy.web.origins import OriginPolicy
-from camproxy.web.rendering import Renderer, cross_site, form_value, is_on
+from camproxy.web.rendering import Renderer, form_value, is_on
 
 ADMIN_MESSAGES = {
     "added": "User {user} created.",
@@ -53,16 +51,18 @@ ADMIN_ERRORS: dict[type[Exception], str] = {
 }
 
 Change = Callable[[UserStore], Awaitable[Any]]
+ADMINS_ONLY = "Only admins may manage users."
 
 
 @attrs.define
 class AdminDependencies:
     accounts: AccountsService
-    auth: Authenticator
-    csrf: CsrfTokens
-    origins: OriginPolicy
+    forms: FormPages
     directory: ViewerDirectory
-    renderer: Renderer
+
+    @property
+    def renderer(self) -> Renderer:
+        return self.forms.renderer
 
 
 class AdminRoutes:
@@ -76,13 +76,7 @@ class AdminRoutes:
 
     async def admin(self, request: IRequest) -> Principal | bytes:
         """The admin's principal, or the response to send instead."""
-        principal = await self.deps.auth.session(request)
-        if principal is None:
-            path = request.path.decode("utf-8", "replace")
-            return self.deps.renderer.redirect(request, "/login?next=" + path)
-        if not principal.is_admin:
-            return self.deps.renderer.error_page(request, 403, "Only admins may manage users.")
-        return principal
+        return await self.deps.forms.signed_in(request, admins=ADMINS_ONLY)
 
     def users(self) -> UserStore:
         return self.deps.accounts.users
@@ -102,7 +96,7 @@ class AdminRoutes:
             request,
             "admin_users.html",
             users=await self.users().list(),
-            csrf_token=self.deps.csrf.issue(admin.session_id),
+            csrf_token=self.deps.forms.csrf.issue(admin.session_id),
             current_user=admin.username,
             message=message,
             error=error,
@@ -118,21 +112,16 @@ class AdminRoutes:
     ) -> bytes:
         """Run one CSRF-checked change, close the affected viewers, redirect back."""
         deps = self.deps
-        admin = await self.admin(request)
+        admin = await deps.forms.signed_in_form(request, admins=ADMINS_ONLY)
         if isinstance(admin, bytes):
             return admin
-        assert admin.session_id is not None
-        if cross_site(request, deps.origins) or not deps.csrf.valid(
-            form_value(request, "csrf_token"), admin.session_id
-        ):
-            return deps.renderer.error_page(request, 403, "The form expired; reload the page.")
         try:
             await change(self.users())
         except (AccountError, BadPassword) as problem:
             kind = next((k for k in ADMIN_ERRORS if isinstance(problem, k)), UnknownUser)
             return deps.renderer.redirect(request, f"/admin/users?error={kind.__name__}", 303)
         if close is not None:
-            deps.auth.forget()
+            deps.forms.auth.forget()
             deps.directory.close_where(
                 lambda principal: principal.username.lower() == name.lower(), close
             )

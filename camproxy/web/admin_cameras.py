@@ -39,11 +39,9 @@ from camproxy.accounts.principal import Principal
 from camproxy.accounts.service import AccountsService
 from camproxy.accounts.users import AccountError, User
 from camproxy.fleet import Fleet, redacted_url
-from camproxy.web.auth import Authenticator
 from camproxy.web.cameras import CAMERA_NAME
-from camproxy.web.csrf import CsrfTokens
-from camproxy.web.origins import OriginPolicy
-from camproxy.web.rendering import Renderer, cross_site, form_value, json_response
+from camproxy.web.forms import FormPages
+from camproxy.web.rendering import Renderer, form_value, json_response
 
 #: What the kind menu offers: "detect" stores no kind (the URL or its first answer tells).
 KIND_CHOICES = ("detect", *CAMERA_KINDS)
@@ -94,12 +92,16 @@ class CameraTools:
 @attrs.define
 class AdminCameraDependencies:
     accounts: AccountsService
-    auth: Authenticator
-    csrf: CsrfTokens
-    origins: OriginPolicy
-    renderer: Renderer
+    forms: FormPages
     fleet: Fleet
     tools: CameraTools
+
+    @property
+    def renderer(self) -> Renderer:
+        return self.forms.renderer
+
+
+ADMINS_ONLY = "Only admins may manage cameras."
 
 
 class FormError(ValueError):
@@ -296,26 +298,11 @@ class AdminCameraRoutes:
 
     async def admin(self, request: IRequest) -> Principal | bytes:
         """The admin's principal, or the response to send instead."""
-        principal = await self.deps.auth.session(request)
-        if principal is None:
-            path = request.path.decode("utf-8", "replace")
-            return self.deps.renderer.redirect(request, "/login?next=" + path)
-        if not principal.is_admin:
-            return self.deps.renderer.error_page(request, 403, "Only admins may manage cameras.")
-        return principal
+        return await self.deps.forms.signed_in(request, admins=ADMINS_ONLY)
 
     async def admin_form(self, request: IRequest) -> Principal | bytes:
         """As :meth:`admin`, for a form: also from this site, with a valid CSRF token."""
-        admin = await self.admin(request)
-        if isinstance(admin, bytes):
-            return admin
-        assert admin.session_id is not None
-        deps = self.deps
-        if cross_site(request, deps.origins) or not deps.csrf.valid(
-            form_value(request, "csrf_token"), admin.session_id
-        ):
-            return deps.renderer.error_page(request, 403, "The form expired; reload the page.")
-        return admin
+        return await self.deps.forms.signed_in_form(request, admins=ADMINS_ONLY)
 
     # -- pages -------------------------------------------------------------------------
 
@@ -363,7 +350,7 @@ class AdminCameraRoutes:
             kinds=KIND_CHOICES,
             levels=LEVEL_NAMES,
             modes=CONTROL_MODES,
-            csrf_token=self.deps.csrf.issue(admin.session_id),
+            csrf_token=self.deps.forms.csrf.issue(admin.session_id),
             current_user=admin.username,
             message=message,
             error=error,
@@ -406,7 +393,7 @@ class AdminCameraRoutes:
             kinds=KIND_CHOICES,
             levels=LEVEL_NAMES,
             modes=CONTROL_MODES,
-            csrf_token=self.deps.csrf.issue(admin.session_id),
+            csrf_token=self.deps.forms.csrf.issue(admin.session_id),
             current_user=admin.username,
             message=message,
             error=error,
@@ -493,7 +480,7 @@ class AdminCameraRoutes:
 
     async def applied(self) -> None:
         """Let the daemon apply a change now; a failure only means it waits for its poll."""
-        self.deps.auth.forget()
+        self.deps.forms.auth.forget()
         try:
             await self.deps.tools.apply_changes()
         except Exception:

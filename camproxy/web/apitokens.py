@@ -22,12 +22,10 @@ from camproxy.accounts.service import AccountsService
 from camproxy.accounts.tokens import TokenStore
 from camproxy.accounts.users import AccountError
 from camproxy.hub.events import CloseReason
-from camproxy.web.auth import Authenticator
 from camproxy.web.cameras import CameraAccess
-from camproxy.web.csrf import CsrfTokens
+from camproxy.web.forms import FormPages
 from camproxy.web.gate import ViewerDirectory
-from camproxy.web.origins import OriginPolicy
-from camproxy.web.rendering import Renderer, cross_site, form_value
+from camproxy.web.rendering import Renderer, form_value
 
 MESSAGES = {"revoked": "Token revoked."}
 
@@ -35,12 +33,13 @@ MESSAGES = {"revoked": "Token revoked."}
 @attrs.define
 class ApiTokenDependencies:
     accounts: AccountsService
-    auth: Authenticator
-    csrf: CsrfTokens
-    origins: OriginPolicy
+    forms: FormPages
     directory: ViewerDirectory
-    renderer: Renderer
     cameras: CameraAccess
+
+    @property
+    def renderer(self) -> Renderer:
+        return self.forms.renderer
 
 
 class ApiTokenRoutes:
@@ -72,7 +71,7 @@ class ApiTokenRoutes:
                 {"name": camera.name, "title": camera.stack.title, "access": camera.level.text}
                 for camera in visible
             ],
-            csrf_token=self.deps.csrf.issue(principal.session_id),
+            csrf_token=self.deps.forms.csrf.issue(principal.session_id),
             current_user=principal.username,
             is_admin=principal.is_admin,
             can_control=principal.may_control,
@@ -87,17 +86,10 @@ class ApiTokenRoutes:
         )
 
     async def signed_in(self, request: IRequest, *, post: bool) -> Principal | bytes:
-        deps = self.deps
-        principal = await deps.auth.session(request)
-        if principal is None:
-            return deps.renderer.redirect(request, "/login?next=/tokens")
-        assert principal.session_id is not None
-        if post and (
-            cross_site(request, deps.origins)
-            or not deps.csrf.valid(form_value(request, "csrf_token"), principal.session_id)
-        ):
-            return deps.renderer.error_page(request, 403, "The form expired; reload the page.")
-        return principal
+        forms = self.deps.forms
+        if post:
+            return await forms.signed_in_form(request, back_to="/tokens")
+        return await forms.signed_in(request, back_to="/tokens")
 
     @app.route("/tokens", methods=["GET", "HEAD"])
     async def list_tokens(self, request: IRequest) -> bytes:

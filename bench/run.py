@@ -453,7 +453,13 @@ def run_one(
             profilers.append(
                 stack.enter_context(
                     started(
-                        py_spy(server_pid, args.profile_join_seconds, "raw", profile_join),
+                        py_spy(
+                            server_pid,
+                            args.profile_join_seconds,
+                            "raw",
+                            profile_join,
+                            native=args.profile_native,
+                        ),
                         log,
                     )
                 )
@@ -511,6 +517,15 @@ def run_one(
     result["camera_getframes"] = frames["getframes"]
     result["camera_late_ticks"] = frames["late_ticks"]
     result["join"] = join_costs(views["join"], trace, n + slow + phones)
+    # The join's CPU includes the frames sent meanwhile to the viewers already in: take
+    # them off at this run's steady-state cost per frame, to leave the handshakes' own.
+    in_join = views["join"].get("viewer_s_in_join")
+    if in_join is not None and result["server_us_per_frame"] and n + slow + phones:
+        frames_cpu = in_join * result["camera_fps"] * result["server_us_per_frame"] / 1e6
+        result["join"]["frames_cpu_in_join_s"] = frames_cpu
+        result["join"]["server_ms_per_join_net"] = (
+            (result["join"]["server_cpu_join_s"] - frames_cpu) / (n + slow + phones) * 1e3
+        )
     result["phones_seen"] = views["phones"]
     return result
 
@@ -523,7 +538,9 @@ def expect(process: subprocess.Popen[str], deadline: float, word: str) -> str:
     return line
 
 
-def py_spy(pid: int, seconds: float, form: str, output: Path) -> list[str]:
+def py_spy(pid: int, seconds: float, form: str, output: Path, native: bool = False) -> list[str]:
+    """py-spy at 200 Hz; ``native`` adds C frames (the garbage collector, OpenSSL, the
+    kernel calls), which needs the daemon paused at each sample (no ``--nonblocking``)."""
     return [
         str(BIN / "py-spy"),
         "record",
@@ -533,7 +550,7 @@ def py_spy(pid: int, seconds: float, form: str, output: Path) -> list[str]:
         str(max(1, round(seconds))),
         "--rate",
         "200",
-        "--nonblocking",
+        *(["--native"] if native else ["--nonblocking"]),
         "--format",
         form,
         "--output",
@@ -643,6 +660,48 @@ def summarize_profile(raw: Path, top: int = 25) -> str:
         f"  {c / total:6.1%}  {name}"
         for name, c in [i for i in inclusive.most_common() if i[1] < 0.9 * total][:top]
     ]
+    return "\n".join(lines) + "\n"
+
+
+#: Where a join's samples go, first match wins: (label, any of these in the stack).
+JOIN_PHASES: list[tuple[str, tuple[str, ...]]] = [
+    ("frame fan-out to the viewers (steady-state work, not the join)", ("frame_received",)),
+    ("thread pool: database (session lookups), bcrypt", ("_worker (", "WorkerThread")),
+    ("accept (Port.doRead, buildProtocol)", ("Port.doRead",)),
+    ("onOpen: hello, hub attach, client_count", ("onOpen",)),
+    ("connectionMade (Autobahn protocol set-up, its timers)", ("connectionMade",)),
+    ("the gate: Origin check, session (memo), admission", ("onConnect",)),
+    ("Autobahn's handshake (parse, validate, answer 101)", ("processHandshake",)),
+    ("Twisted Web: request line, headers, resource lookup", ("HTTPChannel.dataReceived",)),
+    ("folded client_count and other timed calls", ("runUntilCurrent",)),
+    ("closing, pings, other socket reads", ("Connection.doRead",)),
+    ("epoll and the reactor loop itself", ("doPoll",)),
+]
+
+
+def summarize_join_profile(raw: Path, top: int = 30) -> str:
+    """py-spy's stacks of a join, grouped by phase, and the top functions outside the
+    frame fan-out (which goes on for the viewers already watching)."""
+    phases: Counter[str] = Counter()
+    own: Counter[str] = Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        phase = next((label for label, marks in JOIN_PHASES if any(m in stack for m in marks)), "")
+        phases[phase or "other"] += count
+        if not phase.startswith("frame"):
+            own[short_frame(stack.split(";")[-1])] += count
+    if not total:
+        return "no samples\n"
+    rest = total - phases[JOIN_PHASES[0][0]]
+    lines = [f"{total} samples (200 Hz, daemon threads while on CPU); by phase:", ""]
+    lines += [f"  {c / total:6.1%}  {label}" for label, c in phases.most_common()]
+    lines += ["", f"self (own time) of the {rest} samples outside the frame fan-out:"]
+    lines += [f"  {c / max(1, rest):6.1%}  {name}" for name, c in own.most_common(top)]
     return "\n".join(lines) + "\n"
 
 
@@ -792,7 +851,8 @@ def join_table(runs: list[dict[str, Any]]) -> list[str]:
         "| N | at once | sessions | all connected s | TCP connect p50 / p99 / max ms"
         " | handshake p50 / p99 / max ms | TCP / handshake > 1 s | `client_count` msgs"
         " | counts final s | frames on time s (median / last) | settled s (median / last)"
-        " | daemon CPU s during connect | ms per handshake | daemon CPU s to settled"
+        " | daemon CPU s during connect | ms per handshake (without the frames sent meanwhile)"
+        " | daemon CPU s to settled"
         " | busy cores (other load) during connect |",
         "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -820,7 +880,8 @@ def join_table(runs: list[dict[str, Any]]) -> list[str]:
             f"| {fmt(j['counts_final_s'], '.2f')} "
             f"| {fmt(j['frames_ok_s_median'], '.2f')} / {fmt(j['frames_ok_s_max'], '.2f')} "
             f"| {fmt(j['settled_s_median'], '.2f')} / {settled_max} "
-            f"| {fmt(j['server_cpu_join_s'], '.2f')} | {fmt(j['server_ms_per_join'], '.2f')} "
+            f"| {fmt(j['server_cpu_join_s'], '.2f')} | {fmt(j['server_ms_per_join'], '.2f')}"
+            f" ({fmt(j.get('server_ms_per_join_net'), '.2f')}) "
             f"| {fmt(j.get('server_cpu_settle_s'), '.2f')} "
             f"| {fmt(j['join_busy_cores'], '.2f')} ({fmt(j['join_other_load'], '.2f')}) |"
         )
@@ -1009,6 +1070,11 @@ def main(argv: list[str] | None = None) -> int:
         "--profile-join-seconds", type=float, default=6.0, help="how long py-spy samples the join"
     )
     parser.add_argument(
+        "--profile-native",
+        action="store_true",
+        help="--profile-join with C frames (pauses the daemon at every sample)",
+    )
+    parser.add_argument(
         "--storm", action="store_true", help="all sockets connect at once (--concurrency 0)"
     )
     parser.add_argument(
@@ -1123,7 +1189,7 @@ def main(argv: list[str] | None = None) -> int:
             entry["profile"] = True
             results.append(entry)
             if profile.exists():
-                summary = summarize_profile(profile)
+                summary = summarize_join_profile(profile) + "\n" + summarize_profile(profile)
                 (out / f"profile-join-{args.profile_join}-top.txt").write_text(summary)
                 print(summary)
     finally:

@@ -500,6 +500,9 @@ def join_report(viewers: list[Viewer], began: float, connected: float) -> dict[s
         "began_mono": began,
         "connected_mono": connected,
         "connect_all_s": connected - began,
+        # Seconds of open sockets before the last one opened: frames the daemon sent
+        # during the join are about this times the frame rate.
+        "viewer_s_in_join": sum(connected - v.open_at for v in viewers if v.open_at),
         "tcp_ms": percentiles(tcp, (50, 90, 99)),
         "handshake_ms": percentiles(opened, (50, 90, 99)),
         "tcp_over_1s": sum(1 for t in tcp if t > 1e9),

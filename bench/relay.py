@@ -12,6 +12,9 @@ compared against.
 With ``--poll-fps`` it also asks ``getframe`` (for an emulator in ``getframe`` mode),
 one outstanding, ``1/fps`` after the previous frame arrived.
 
+With ``--tls-cert``/``--tls-key`` the viewers connect over TLS (the event loop's own TLS:
+the floor for a Python process that encrypts).
+
 Prints ``READY port`` once it listens and is connected to the camera.
 """
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import ssl
 import sys
 from typing import cast
 
@@ -137,8 +141,12 @@ async def serve(args: argparse.Namespace) -> None:
     )
     relay.camera = camera
     await asyncio.wait_for(ready, timeout=10)
+    tls = None
+    if args.tls_cert:
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(args.tls_cert, args.tls_key)
     server = await loop.create_server(
-        lambda: ViewerSide(relay), "127.0.0.1", args.port, backlog=1024
+        lambda: ViewerSide(relay), "127.0.0.1", args.port, backlog=1024, ssl=tls
     )
     print(f"READY {server.sockets[0].getsockname()[1]}", flush=True)
     stop = asyncio.Event()
@@ -161,6 +169,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--poll-fps", type=float, default=0.0, help="0: rely on pushed frames")
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     parser.add_argument("--max-seconds", type=float, default=3600.0, help="exit after this")
+    parser.add_argument("--tls-cert", help="serve the viewers over TLS with this PEM certificate")
+    parser.add_argument("--tls-key", help="... and this PEM private key")
     args = parser.parse_args(argv)
     wl.raise_nofile(4096)
     if args.loop == "uvloop":

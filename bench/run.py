@@ -4,20 +4,29 @@ For each N it starts the camera emulator (``camemu.py``), the daemon
 (``twistd -n camproxy`` on 127.0.0.1) and a viewer process (``viewerload.py``) with N
 sockets logged in as browsers, warms up, measures for ``--duration`` seconds and stops
 everything by PID. Then the same N against the bare relay (``relay.py``), the floor.
-With ``--slow K`` it also runs N fast viewers plus K that never read. With ``--profile N``
-it adds one run at N with py-spy attached to the daemon.
+With ``--slow K`` it also runs N fast viewers plus K that never read; with ``--phones K``,
+N fast viewers plus K "slow phones" that read at ``--phone-kbps``, and reports the age of
+the frames those get. With ``--profile N`` it adds one run at N with py-spy attached to
+the daemon in the steady state; ``--profile-join N``, one with py-spy attached during the
+join. ``--storm`` opens all sockets at once (a reconnect storm) instead of 32 at a time;
+every run reports how its join went. ``--tls on`` (or ``both``) serves the daemon and the
+relay over TLS (a self-signed certificate made for the run) and the viewers use wss://.
 
 Writes ``results.json`` and ``results.md`` (and ``plot.png`` when matplotlib is
 installed) to ``--out``. Exits 0 whenever it measured something, however slow; 1 only
 when no run produced numbers. ``--quick`` (N = 1 and 10, 3 s) is the CI smoke test.
 
-    /work/venv/bin/python bench/run.py --viewers 1,10,50,100,200,500,1000 --slow 5 \\
+    .venv/bin/python bench/run.py --viewers 1,10,50,100,200,500,1000 --slow 5 \\
         --slow-at 100 --profile 500
+    .venv/bin/python bench/run.py --viewers 500,1000 --storm --no-relay --profile-join 1000
+    .venv/bin/python bench/run.py --viewers 100 --phones 5 --no-relay
+    .venv/bin/python bench/run.py --viewers 50,200 --tls both
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -26,17 +35,19 @@ import secrets
 import select
 import shutil
 import signal
+import ssl
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import benchlib as wl
 
@@ -48,6 +59,16 @@ PYTHON = sys.executable
 
 class RunFailed(Exception):
     pass
+
+
+class Plan(NamedTuple):
+    """One configuration to measure; ``kind`` is ``camproxy`` or ``relay:LOOP``."""
+
+    kind: str
+    n: int
+    slow: int = 0
+    phones: int = 0
+    tls: bool = False
 
 
 # -- processes ----------------------------------------------------------------------------
@@ -73,8 +94,9 @@ def started(argv: list[str], log: Path, **kwargs: Any) -> Iterator[subprocess.Po
         yield process
     finally:
         stop(process)
-        if process.stdout is not None:
-            process.stdout.close()
+        for stream in (process.stdout, process.stdin):
+            if stream is not None:
+                stream.close()
 
 
 def read_line(process: subprocess.Popen[str], deadline: float, what: str) -> str:
@@ -101,14 +123,17 @@ def wait_ready(process: subprocess.Popen[str], timeout: float, what: str) -> int
     return int(line.split()[1])
 
 
-def wait_camera_connected(port: int, daemon: subprocess.Popen[Any], timeout: float) -> None:
+def wait_camera_connected(
+    port: int, daemon: subprocess.Popen[Any], timeout: float, tls: bool = False
+) -> None:
     deadline = time.monotonic() + timeout
+    context = ssl._create_unverified_context() if tls else None
     while time.monotonic() < deadline:
         if daemon.poll() is not None:
             raise RunFailed(f"daemon exited with {daemon.returncode}")
         try:
-            url = f"http://127.0.0.1:{port}/health"
-            with urllib.request.urlopen(url, timeout=1.0) as response:
+            url = f"{'https' if tls else 'http'}://127.0.0.1:{port}/health"
+            with urllib.request.urlopen(url, timeout=1.0, context=context) as response:
                 if json.loads(response.read()).get("esp32_connected"):
                     return
         except OSError:
@@ -157,10 +182,109 @@ class Sampler:
         return found
 
 
-def run_label(kind: str, n: int, slow: int, profile: Path | None) -> str:
+class CpuTrace(threading.Thread):
+    """CPU seconds of some processes and of the machine every ``interval`` s, from when
+    it starts until :meth:`finish`: readings to interpolate at times the viewers report
+    (``time.monotonic`` is one clock for every process on Linux)."""
+
+    def __init__(self, pids: dict[str, int], interval: float = 0.02) -> None:
+        super().__init__(daemon=True)
+        self.pids = pids
+        self.interval = interval
+        self.points: list[tuple[float, dict[str, float]]] = []
+        self.done = threading.Event()
+
+    def read(self) -> None:
+        cpu = {}
+        for name, pid in self.pids.items():
+            try:
+                cpu[name] = wl.cpu_seconds(pid)
+            except OSError:
+                cpu[name] = math.nan
+        cpu["_busy"], cpu["_total"] = wl.machine_cpu()  # jiffies, all cores
+        self.points.append((time.monotonic(), cpu))
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            self.read()
+            self.done.wait(self.interval)
+        self.read()
+
+    def finish(self) -> None:
+        self.done.set()
+        self.join(timeout=5)
+
+    def at(self, when: float, name: str) -> float:
+        """The reading of ``name`` at ``when``, interpolated between samples."""
+        points = self.points
+        if not points:
+            return math.nan
+        if when <= points[0][0]:
+            return points[0][1][name]
+        for (t0, a), (t1, b) in itertools.pairwise(points):
+            if t0 <= when <= t1:
+                share = (when - t0) / (t1 - t0) if t1 > t0 else 1.0
+                return a[name] + (b[name] - a[name]) * share
+        return points[-1][1][name]
+
+    def between(self, start: float, end: float) -> dict[str, float]:
+        """CPU seconds of each process between two times, and the machine's busy cores."""
+        found = {name: self.at(end, name) - self.at(start, name) for name in self.pids}
+        busy = self.at(end, "_busy") - self.at(start, "_busy")
+        total = self.at(end, "_total") - self.at(start, "_total")
+        found["machine_busy_cores"] = busy / max(1.0, total) * (os.cpu_count() or 1)
+        wall = max(1e-9, end - start)
+        found["other_load"] = found["machine_busy_cores"] - sum(
+            found[name] / wall for name in self.pids
+        )
+        return found
+
+
+def make_certificate(directory: Path) -> tuple[Path, Path]:
+    """A throwaway self-signed key and certificate for 127.0.0.1 (PEM files)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    key_path, cert_path = directory / "bench-key.pem", directory / "bench-cert.pem"
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    return key_path, cert_path
+
+
+def run_label(plan: Plan, profile: Path | None) -> str:
     return (
-        f"{kind.replace(':', '-')}-n{n}"
-        + (f"-slow{slow}" if slow else "")
+        f"{plan.kind.replace(':', '-')}-n{plan.n}"
+        + (f"-slow{plan.slow}" if plan.slow else "")
+        + (f"-phones{plan.phones}" if plan.phones else "")
+        + ("-tls" if plan.tls else "")
         + ("-profile" if profile else "")
     )
 
@@ -168,19 +292,31 @@ def run_label(kind: str, n: int, slow: int, profile: Path | None) -> str:
 def run_one(
     args: argparse.Namespace,
     tmp: Path,
-    kind: str,
-    n: int,
-    slow: int,
+    plan: Plan,
     users: list[tuple[str, str]],
     profile: Path | None = None,
+    profile_join: Path | None = None,
 ) -> dict[str, Any]:
-    """Measure one configuration; ``kind`` is ``camproxy`` or ``relay:LOOP``."""
-    label = run_label(kind, n, slow, profile)
+    """Measure one configuration."""
+    kind, n, slow, phones = plan.kind, plan.n, plan.slow, plan.phones
+    label = run_label(plan, profile or profile_join)
     log = tmp / f"{label}.log"
     cam_log = tmp / f"{label}-camera.json"
     viewer_out = tmp / f"{label}-viewers.json"
-    budget = args.warmup + args.duration + 15 + 120 + n * 0.3
-    result: dict[str, Any] = {"kind": kind, "n": n, "slow": slow, "label": label}
+    warmup = max(args.warmup, args.phone_warmup) if phones else args.warmup
+    budget = warmup + args.duration + 15 + 120 + n * 0.3
+    result: dict[str, Any] = {
+        "kind": kind,
+        "n": n,
+        "slow": slow,
+        "phones": phones,
+        "tls": plan.tls,
+        "label": label,
+        "concurrency": args.concurrency,
+        "sessions": args.sessions if kind == "camproxy" else None,
+        "warmup": warmup,
+    }
+    key, cert = make_certificate(tmp) if plan.tls else (None, None)
     with ExitStack() as stack:
         camera = stack.enter_context(
             started(
@@ -210,6 +346,11 @@ def run_one(
                 "LOG_LEVEL": args.log_level,
             }
             env.pop("DATABASE_URL", None)
+            listen = (
+                f"ssl:{port}:interface=127.0.0.1:privateKey={key}:certKey={cert}"
+                if plan.tls
+                else f"tcp:{port}:interface=127.0.0.1"
+            )
             with open(log, "ab") as out:
                 server = subprocess.Popen(
                     [
@@ -218,7 +359,7 @@ def run_one(
                         "--pidfile=",
                         "camproxy",
                         "--listen",
-                        f"tcp:{port}:interface=127.0.0.1",
+                        listen,
                         "--camera",
                         f"ws://127.0.0.1:{camera_port}/ws",
                         "--max-fps",
@@ -235,7 +376,7 @@ def run_one(
                 )
             server_pid = server.pid
             stack.callback(stop, server)
-            wait_camera_connected(port, server, 60)
+            wait_camera_connected(port, server, 60, plan.tls)
         else:
             relay = stack.enter_context(
                 started(
@@ -249,7 +390,8 @@ def run_one(
                         "--max-seconds",
                         str(budget + 60),
                     ]
-                    + (["--poll-fps", str(args.fps)] if args.camera_mode == "getframe" else []),
+                    + (["--poll-fps", str(args.fps)] if args.camera_mode == "getframe" else [])
+                    + (["--tls-key", str(key), "--tls-cert", str(cert)] if plan.tls else []),
                     log,
                 )
             )
@@ -267,68 +409,95 @@ def run_one(
                     str(n),
                     "--slow",
                     str(slow),
+                    "--phones",
+                    str(phones),
+                    "--phone-rate",
+                    str(args.phone_kbps * 1000),
+                    "--phone-rcvbuf",
+                    str(args.phone_rcvbuf),
                     "--users",
                     ",".join(f"{u}:{p}" for u, p in users) if kind == "camproxy" else "",
                     "--warmup",
-                    str(args.warmup),
+                    str(warmup),
                     "--duration",
                     str(args.duration),
                     "--grace-max",
                     str(args.grace_max),
                     "--loop",
                     args.client_loop,
+                    "--concurrency",
+                    str(args.concurrency),
+                    "--late-ms",
+                    str(args.late_ms),
                     "--out",
                     str(viewer_out),
-                ],
+                ]
+                + (["--tls"] if plan.tls else [])
+                + (["--wait-go"] if profile_join else [])
+                + (
+                    ["--mint-sessions", str(tmp / "bench.db")]
+                    if kind == "camproxy" and args.sessions == "per-socket"
+                    else []
+                ),
                 log,
+                stdin=subprocess.PIPE,
             )
         )
-        sampler = Sampler({"server": server_pid, "client": viewers.pid, "camera": camera.pid})
+        pids = {"server": server_pid, "client": viewers.pid, "camera": camera.pid}
+        sampler = Sampler(pids)
+        trace = CpuTrace(pids)
         deadline = time.monotonic() + budget
-        line = read_line(viewers, deadline, "the viewers to connect")
-        if not line.startswith("CONNECTED"):
-            raise RunFailed(f"viewers said {line!r}")
+        profilers: list[subprocess.Popen[str]] = []
+        if profile_join is not None:
+            expect(viewers, deadline, "LOGGED_IN")
+            profilers.append(
+                stack.enter_context(
+                    started(
+                        py_spy(
+                            server_pid,
+                            args.profile_join_seconds,
+                            "raw",
+                            profile_join,
+                            native=args.profile_native,
+                        ),
+                        log,
+                    )
+                )
+            )
+            time.sleep(1.5)  # py-spy attaches
+            assert viewers.stdin is not None
+            viewers.stdin.write("GO\n")
+            viewers.stdin.flush()
+        trace.start()
+        stack.callback(trace.finish)
+        expect(viewers, deadline, "JOIN_START")
+        line = expect(viewers, deadline, "CONNECTED")
         _, ok, failed, seconds = line.split()
         result.update(connected=int(ok), failed=int(failed), setup_s=float(seconds))
         result["rss_connected_kb"] = wl.memory_kb(server_pid)["VmRSS"]
-        read_line(viewers, deadline, "the window to start")
+        expect(viewers, deadline, "SETTLED")
+        expect(viewers, deadline, "WINDOW_START")
+        trace.finish()
         sampler.sample()
-        profilers = []
         if profile is not None:
             for form, suffix in (("raw", ".collapsed"), ("flamegraph", ".svg")):
                 profilers.append(
                     stack.enter_context(
                         started(
-                            [
-                                str(BIN / "py-spy"),
-                                "record",
-                                "--pid",
-                                str(server_pid),
-                                "--duration",
-                                str(max(1, int(args.duration))),
-                                "--rate",
-                                "200",
-                                "--nonblocking",
-                                "--format",
-                                form,
-                                "--output",
-                                str(profile.with_suffix(suffix)),
-                            ],
+                            py_spy(server_pid, args.duration, form, profile.with_suffix(suffix)),
                             log,
                         )
                     )
                 )
-        read_line(viewers, deadline, "the window to end")
+        expect(viewers, deadline, "WINDOW_END")
         sampler.sample()
         memory = wl.memory_kb(server_pid)
         result["rss_kb"], result["hwm_kb"] = memory["VmRSS"], memory["VmHWM"]
         result.update(sampler.rates())
-        line = read_line(viewers, deadline, "the viewers' results")
-        if line != "DONE":
-            raise RunFailed(f"viewers said {line!r}")
+        expect(viewers, deadline, "DONE")
         for profiler in profilers:
             try:
-                profiler.wait(timeout=args.duration + 30)
+                profiler.wait(timeout=args.duration + args.profile_join_seconds + 30)
             except subprocess.TimeoutExpired:
                 stop(profiler)
         viewers.wait(timeout=30)
@@ -347,7 +516,63 @@ def run_one(
     )
     result["camera_getframes"] = frames["getframes"]
     result["camera_late_ticks"] = frames["late_ticks"]
+    result["join"] = join_costs(views["join"], trace, n + slow + phones)
+    # The join's CPU includes the frames sent meanwhile to the viewers already in: take
+    # them off at this run's steady-state cost per frame, to leave the handshakes' own.
+    in_join = views["join"].get("viewer_s_in_join")
+    if in_join is not None and result["server_us_per_frame"] and n + slow + phones:
+        frames_cpu = in_join * result["camera_fps"] * result["server_us_per_frame"] / 1e6
+        result["join"]["frames_cpu_in_join_s"] = frames_cpu
+        result["join"]["server_ms_per_join_net"] = (
+            (result["join"]["server_cpu_join_s"] - frames_cpu) / (n + slow + phones) * 1e3
+        )
+    result["phones_seen"] = views["phones"]
     return result
+
+
+def expect(process: subprocess.Popen[str], deadline: float, word: str) -> str:
+    """The next status line of the viewer process, which must start with ``word``."""
+    line = read_line(process, deadline, f"the viewers' {word}")
+    if not line.startswith(word):
+        raise RunFailed(f"viewers said {line!r} (waiting for {word})")
+    return line
+
+
+def py_spy(pid: int, seconds: float, form: str, output: Path, native: bool = False) -> list[str]:
+    """py-spy at 200 Hz; ``native`` adds C frames (the garbage collector, OpenSSL, the
+    kernel calls), which needs the daemon paused at each sample (no ``--nonblocking``)."""
+    return [
+        str(BIN / "py-spy"),
+        "record",
+        "--pid",
+        str(pid),
+        "--duration",
+        str(max(1, round(seconds))),
+        "--rate",
+        "200",
+        *(["--native"] if native else ["--nonblocking"]),
+        "--format",
+        form,
+        "--output",
+        str(output),
+    ]
+
+
+def join_costs(join: dict[str, Any], trace: CpuTrace, sockets: int) -> dict[str, Any]:
+    """The viewers' account of the join, with the daemon's CPU during it."""
+    began, connected = join["began_mono"], join["connected_mono"]
+    found = dict(join)
+    during = trace.between(began, connected)
+    found["server_cpu_join_s"] = during["server"]
+    found["client_cpu_join_s"] = during["client"]
+    found["server_ms_per_join"] = during["server"] / sockets * 1e3 if sockets else None
+    found["join_busy_cores"] = during["machine_busy_cores"]
+    found["join_other_load"] = during["other_load"]
+    if join["settled_s_max"] is not None:
+        settled = trace.between(began, began + join["settled_s_max"])
+        found["server_cpu_settle_s"] = settled["server"]
+        found["settle_other_load"] = settled["other_load"]
+    return found
 
 
 def analyse(views: dict[str, Any], camera: dict[str, Any], n: int, slow: int) -> dict[str, Any]:
@@ -358,7 +583,8 @@ def analyse(views: dict[str, Any], camera: dict[str, Any], n: int, slow: int) ->
     fast = views["fast_frames"]
     # Viewers whose socket failed count as having received nothing.
     fast = fast + [0] * max(0, n - len(fast))
-    delivered = sum(fast) + sum(views["slow_frames"])
+    # The phones count the frames they received during the window, whatever the stamp.
+    delivered = sum(fast) + sum(views["slow_frames"]) + sum(views["phones"]["frames"])
     skipped = [expected - got for got in fast]
     return {
         "window_s": window,
@@ -437,6 +663,48 @@ def summarize_profile(raw: Path, top: int = 25) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: Where a join's samples go, first match wins: (label, any of these in the stack).
+JOIN_PHASES: list[tuple[str, tuple[str, ...]]] = [
+    ("frame fan-out to the viewers (steady-state work, not the join)", ("frame_received",)),
+    ("thread pool: database (session lookups), bcrypt", ("_worker (", "WorkerThread")),
+    ("accept (Port.doRead, buildProtocol)", ("Port.doRead",)),
+    ("onOpen: hello, hub attach, client_count", ("onOpen",)),
+    ("connectionMade (Autobahn protocol set-up, its timers)", ("connectionMade",)),
+    ("the gate: Origin check, session (memo), admission", ("onConnect",)),
+    ("Autobahn's handshake (parse, validate, answer 101)", ("processHandshake",)),
+    ("Twisted Web: request line, headers, resource lookup", ("HTTPChannel.dataReceived",)),
+    ("folded client_count and other timed calls", ("runUntilCurrent",)),
+    ("closing, pings, other socket reads", ("Connection.doRead",)),
+    ("epoll and the reactor loop itself", ("doPoll",)),
+]
+
+
+def summarize_join_profile(raw: Path, top: int = 30) -> str:
+    """py-spy's stacks of a join, grouped by phase, and the top functions outside the
+    frame fan-out (which goes on for the viewers already watching)."""
+    phases: Counter[str] = Counter()
+    own: Counter[str] = Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        phase = next((label for label, marks in JOIN_PHASES if any(m in stack for m in marks)), "")
+        phases[phase or "other"] += count
+        if not phase.startswith("frame"):
+            own[short_frame(stack.split(";")[-1])] += count
+    if not total:
+        return "no samples\n"
+    rest = total - phases[JOIN_PHASES[0][0]]
+    lines = [f"{total} samples (200 Hz, daemon threads while on CPU); by phase:", ""]
+    lines += [f"  {c / total:6.1%}  {label}" for label, c in phases.most_common()]
+    lines += ["", f"self (own time) of the {rest} samples outside the frame fan-out:"]
+    lines += [f"  {c / max(1, rest):6.1%}  {name}" for name, c in own.most_common(top)]
+    return "\n".join(lines) + "\n"
+
+
 def short_frame(frame: str) -> str:
     """``func (path/to/file.py:123)`` -> ``func (file.py)`` so lines of one function merge."""
     name, _, where = frame.partition(" (")
@@ -462,9 +730,18 @@ def relay_kinds(results: list[dict[str, Any]]) -> list[str]:
 
 
 def markdown(results: list[dict[str, Any]], settings: dict[str, Any]) -> str:
-    ok = [r for r in results if "error" not in r]
+    everything = [r for r in results if "error" not in r]
+    # The main tables: plain TCP, no slow viewers or phones, no profiler attached.
+    ok = [r for r in everything if not r.get("tls")]
     own = sorted(
-        (r for r in ok if r["kind"] == "camproxy" and not r["slow"] and not r.get("profile")),
+        (
+            r
+            for r in ok
+            if r["kind"] == "camproxy"
+            and not r["slow"]
+            and not r.get("phones")
+            and not r.get("profile")
+        ),
         key=lambda r: r["n"],
     )
     kinds = relay_kinds(ok)
@@ -502,6 +779,8 @@ def markdown(results: list[dict[str, Any]], settings: dict[str, Any]) -> str:
             f"| {fmt(r['machine_busy_cores'], '.2f')} ({fmt(r['other_load'], '.2f')}) "
             f"| {fmt(r['setup_s'])} ({fmt(r['viewer_stats']['settle_s'])}) |"
         )
+    if not own:
+        del out[2:]  # no plain daemon run: no main table
     for k in kinds:
         loop = k.split(":", 1)[1]
         out += [
@@ -550,11 +829,150 @@ def markdown(results: list[dict[str, Any]], settings: dict[str, Any]) -> str:
                 f"| {fmt(r['rss_kb'] / 1024)} | {fmt(base['rss_kb'] / 1024 if base else None)} "
                 f"| {fmt((r['rss_kb'] - base['rss_kb']) / 1024 if base else None, '+.1f')} |"
             )
+    out += join_table(everything) + phone_table(everything, own) + tls_table(everything)
     failed = [r for r in results if "error" in r]
     if failed:
         out += ["", "Runs that failed:", ""]
         out += [f"- {r['label']}: {r['error']}" for r in failed]
     return "\n".join(out) + "\n"
+
+
+def join_table(runs: list[dict[str, Any]]) -> list[str]:
+    """How each daemon run's join went (seconds from the first connect)."""
+    joins = [r for r in runs if r["kind"] == "camproxy" and r.get("join")]
+    if not joins:
+        return []
+    out = [
+        "",
+        "Joins: all sockets connecting at once (`--storm`) or 32 at a time; times in s from"
+        " the first connect. Settled = the viewer got the final `client_count` and its"
+        " frames are on time (none later than `--late-ms`) from then on.",
+        "",
+        "| N | at once | sessions | all connected s | TCP connect p50 / p99 / max ms"
+        " | handshake p50 / p99 / max ms | TCP / handshake > 1 s | `client_count` msgs"
+        " | counts final s | frames on time s (median / last) | settled s (median / last)"
+        " | daemon CPU s during connect | ms per handshake (without the frames sent meanwhile)"
+        " | daemon CPU s to settled"
+        " | busy cores (other load) during connect |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in sorted(joins, key=lambda r: (r.get("tls", False), r["n"], r.get("concurrency", 32))):
+        j = r["join"]
+        tcp, hs = j["tcp_ms"], j["handshake_ms"]
+        settled_max = (
+            fmt(j["settled_s_max"], ".2f")
+            if j["settled_s_max"] is not None
+            else f"> {fmt(r['join']['counts_final_s'], '.1f')} ({j['settled_viewers']} of"
+            f" {j['fast']} settled)"
+        )
+        label = f"{r['n']}" + (f" + {r['phones']} phones" if r.get("phones") else "")
+        label += f" + {r['slow']} slow" if r["slow"] else ""
+        label += " TLS" if r.get("tls") else ""
+        label += " (py-spy)" if r.get("profile") else ""
+        out.append(
+            f"| {label} | {'all' if not r.get('concurrency') else r['concurrency']} "
+            f"| {r.get('sessions') or '-'} "
+            f"| {fmt(j['connect_all_s'], '.2f')} "
+            f"| {fmt(tcp['p50'], '.1f')} / {fmt(tcp['p99'], '.0f')} / {fmt(tcp['max'], '.0f')} "
+            f"| {fmt(hs['p50'], '.0f')} / {fmt(hs['p99'], '.0f')} / {fmt(hs['max'], '.0f')} "
+            f"| {j['tcp_over_1s']} / {j['handshake_over_1s']} "
+            f"| {j['count_messages']:,} "
+            f"| {fmt(j['counts_final_s'], '.2f')} "
+            f"| {fmt(j['frames_ok_s_median'], '.2f')} / {fmt(j['frames_ok_s_max'], '.2f')} "
+            f"| {fmt(j['settled_s_median'], '.2f')} / {settled_max} "
+            f"| {fmt(j['server_cpu_join_s'], '.2f')} | {fmt(j['server_ms_per_join'], '.2f')}"
+            f" ({fmt(j.get('server_ms_per_join_net'), '.2f')}) "
+            f"| {fmt(j.get('server_cpu_settle_s'), '.2f')} "
+            f"| {fmt(j['join_busy_cores'], '.2f')} ({fmt(j['join_other_load'], '.2f')}) |"
+        )
+    return out
+
+
+def phone_table(runs: list[dict[str, Any]], own: list[dict[str, Any]]) -> list[str]:
+    """The frame age the slow phones saw, and what the fast viewers got meanwhile."""
+    phoned = [r for r in runs if r.get("phones")]
+    if not phoned:
+        return []
+    out = [
+        "",
+        "Slow phones (K viewers reading at a limited rate, small SO_RCVBUF, among N fast"
+        " ones): the age (receive time - send stamp) of the frames they received during"
+        " the window.",
+        "",
+        "| N fast + K phones | phone rate KB/s (SO_RCVBUF) | warm-up s | phone fps"
+        " (min-max) | phone frame age p50 / p90 / p99 / max ms | worst phone p50 ms"
+        " | fast fps median / worst | fast latency p50 / p99 ms (without phones)"
+        " | daemon µs/frame | other load |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in phoned:
+        ph = r["phones_seen"]
+        age = ph["age_ms"]
+        base = next((b for b in own if b["n"] == r["n"]), None)
+        fps = ph["fps"] or [0.0]
+        out.append(
+            f"| {r['n']} + {r['phones']}{' TLS' if r.get('tls') else ''} "
+            f"| {ph['rate'] / 1000:g} ({ph['rcvbuf'] // 1024} KiB) | {fmt(r.get('warmup'), 'g')} "
+            f"| {fmt(min(fps), '.1f')}-{fmt(max(fps), '.1f')} "
+            f"| {fmt(age['p50'], '.0f')} / {fmt(age['p90'], '.0f')} / {fmt(age['p99'], '.0f')}"
+            f" / {fmt(age['max'], '.0f')} "
+            f"| {fmt(ph['worst_phone_p50_ms'], '.0f')} "
+            f"| {fmt(r['fps_median'], '.2f')} / {fmt(r['fps_worst'], '.2f')} "
+            f"| {fmt(r['latency_ms']['p50'], '.2f')} / {fmt(r['latency_ms']['p99'], '.2f')} "
+            f"({fmt(base['latency_ms']['p99'] if base else None, '.2f')}) "
+            f"| {fmt(per_frame(r), '.1f')} | {fmt(r['other_load'], '.2f')} |"
+        )
+    return out
+
+
+def tls_table(runs: list[dict[str, Any]]) -> list[str]:
+    """Daemon and relay CPU per delivered frame over TLS against plain TCP."""
+    tls = [r for r in runs if r.get("tls") and not r.get("phones") and not r["slow"]]
+    if not tls:
+        return []
+
+    def find(kind: str, n: int, secure: bool) -> dict[str, Any] | None:
+        return next(
+            (
+                r
+                for r in runs
+                if r["kind"] == kind
+                and r["n"] == n
+                and bool(r.get("tls")) == secure
+                and not r["slow"]
+                and not r.get("phones")
+                and not r.get("profile")
+            ),
+            None,
+        )
+
+    out = [
+        "",
+        "TLS: the daemon on an `ssl:` endpoint, viewers over wss:// (TLS 1.3, the"
+        " negotiated default), against plain TCP; the relay likewise (asyncio's TLS).",
+        "",
+        "| N | what | plain µs/frame | TLS µs/frame | TLS / plain | CPU s/s plain / TLS"
+        " | fps worst plain / TLS | latency p99 ms plain / TLS | client CPU s/s plain / TLS"
+        " | other load plain / TLS |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    pairs = sorted({(r["kind"], r["n"]) for r in tls}, key=lambda k: (k[1], k[0] != "camproxy"))
+    for kind, n in pairs:
+        plain, secure = find(kind, n, False), find(kind, n, True)
+        mine, theirs = per_frame(secure), per_frame(plain)
+
+        def both(key: str, spec: str, a: Any = plain, b: Any = secure) -> str:
+            return f"{fmt(a[key] if a else None, spec)} / {fmt(b[key] if b else None, spec)}"
+
+        out.append(
+            f"| {n} | {'daemon' if kind == 'camproxy' else kind} | {fmt(theirs, '.1f')} "
+            f"| {fmt(mine, '.1f')} | {fmt(mine / theirs if mine and theirs else None, '.2f')}x "
+            f"| {both('server_cpu_per_s', '.3f')} | {both('fps_worst', '.2f')} "
+            f"| {fmt(plain['latency_ms']['p99'] if plain else None, '.1f')} / "
+            f"{fmt(secure['latency_ms']['p99'] if secure else None, '.1f')} "
+            f"| {both('client_cpu_per_s', '.3f')} | {both('other_load', '.2f')} |"
+        )
+    return out
 
 
 def plot(results: list[dict[str, Any]], path: Path) -> bool:
@@ -565,7 +983,17 @@ def plot(results: list[dict[str, Any]], path: Path) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    ok = [r for r in results if "error" not in r and not r["slow"] and not r.get("profile")]
+    ok = [
+        r
+        for r in results
+        if "error" not in r
+        and not r["slow"]
+        and not r.get("phones")
+        and not r.get("tls")
+        and not r.get("profile")
+    ]
+    if not ok:
+        return False
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     styles = ["o-", "s--", "^:"]
     for index, kind in enumerate(["camproxy", *relay_kinds(ok)]):
@@ -635,6 +1063,46 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slow", type=int, default=0, help="K viewers that never read")
     parser.add_argument("--slow-at", default="", help="Ns for the --slow runs (default: all)")
     parser.add_argument("--profile", type=int, default=0, help="an extra py-spy run at this N")
+    parser.add_argument(
+        "--profile-join", type=int, default=0, help="an extra run at this N, py-spy on the join"
+    )
+    parser.add_argument(
+        "--profile-join-seconds", type=float, default=6.0, help="how long py-spy samples the join"
+    )
+    parser.add_argument(
+        "--profile-native",
+        action="store_true",
+        help="--profile-join with C frames (pauses the daemon at every sample)",
+    )
+    parser.add_argument(
+        "--storm", action="store_true", help="all sockets connect at once (--concurrency 0)"
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=32, help="handshakes at once (0: all at once)"
+    )
+    parser.add_argument(
+        "--sessions",
+        choices=("per-user", "per-socket"),
+        default="per-user",
+        help="per-user: the sockets share one session per user (--users of them); "
+        "per-socket: each its own (copies written into the daemon's database)",
+    )
+    parser.add_argument(
+        "--late-ms", type=float, default=100.0, help="joins: a frame older than this is late"
+    )
+    parser.add_argument("--phones", type=int, default=0, help="K viewers that read slowly")
+    parser.add_argument("--phones-at", default="", help="Ns for the --phones runs (default: all)")
+    parser.add_argument("--phone-kbps", type=float, default=300.0, help="KB/s each phone reads")
+    parser.add_argument("--phone-rcvbuf", type=int, default=65536, help="SO_RCVBUF of a phone")
+    parser.add_argument(
+        "--phone-warmup",
+        type=float,
+        default=20.0,
+        help="warm-up of --phones runs: the time a slow reader takes to fill its buffers",
+    )
+    parser.add_argument(
+        "--tls", choices=("off", "on", "both"), default="off", help="serve over TLS (wss://)"
+    )
     parser.add_argument("--users", type=int, default=10, help="accounts the viewers share")
     parser.add_argument("--camera-mode", choices=("push", "getframe", "both"), default="push")
     parser.add_argument("--no-relay", action="store_true", help="skip the bare relay runs")
@@ -660,15 +1128,23 @@ def main(argv: list[str] | None = None) -> int:
         args.users, args.retries, args.quiet_wait = min(args.users, 2), 0, 0.0
     if args.out is None:
         args.out = str(HERE / "results" / "quick" if args.quick else HERE / "results")
+    if args.storm:
+        args.concurrency = 0
     ns = parse_ns(args.viewers)
     slow_at = parse_ns(args.slow_at) if args.slow_at else ns
-    plan: list[tuple[str, int, int]] = []
-    for n in ns:
-        plan.append(("camproxy", n, 0))
-        if not args.no_relay:
-            plan += [(f"relay:{loop}", n, 0) for loop in args.relay_loop.split(",")]
-    if args.slow:
-        plan += [("camproxy", n, args.slow) for n in slow_at]
+    phones_at = parse_ns(args.phones_at) if args.phones_at else ns
+    plan: list[Plan] = []
+    for secure in {"off": [False], "on": [True], "both": [False, True]}[args.tls]:
+        for n in ns:
+            plan.append(Plan("camproxy", n, tls=secure))
+            if not args.no_relay:
+                plan += [
+                    Plan(f"relay:{loop}", n, tls=secure) for loop in args.relay_loop.split(",")
+                ]
+        if args.slow:
+            plan += [Plan("camproxy", n, slow=args.slow, tls=secure) for n in slow_at]
+        if args.phones:
+            plan += [Plan("camproxy", n, phones=args.phones, tls=secure) for n in phones_at]
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -685,25 +1161,36 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print(f"creating {args.users} users in {tmp}", flush=True)
         users = create_users(tmp, max(1, args.users))
-        for kind, n, slow in plan:
-            result = attempt(args, tmp, kind, n, slow, users)
+        for step in plan:
+            result = attempt(args, tmp, step, users)
             for _ in range(args.retries):
-                if "error" in result or result["other_load"] <= args.noise:
+                if "error" in result or noise(result) <= args.noise:
                     break
-                print(f"   {result['other_load']:.2f} cores of other load: once more", flush=True)
-                again = attempt(args, tmp, kind, n, slow, users)
-                if "error" not in again and again["other_load"] < result["other_load"]:
+                print(f"   {noise(result):.2f} cores of other load: once more", flush=True)
+                again = attempt(args, tmp, step, users)
+                if "error" not in again and noise(again) < noise(result):
                     result = again
             results.append(result)
         if args.profile:
             profile = out / f"profile-{args.profile}"
-            entry = attempt(args, tmp, "camproxy", args.profile, 0, users, profile)
+            entry = attempt(args, tmp, Plan("camproxy", args.profile), users, profile)
             entry["profile"] = True
             results.append(entry)
             raw = profile.with_suffix(".collapsed")
             if raw.exists():
                 summary = summarize_profile(raw)
                 (out / f"profile-{args.profile}-top.txt").write_text(summary)
+                print(summary)
+        if args.profile_join:
+            profile = out / f"profile-join-{args.profile_join}.collapsed"
+            entry = attempt(
+                args, tmp, Plan("camproxy", args.profile_join), users, profile_join=profile
+            )
+            entry["profile"] = True
+            results.append(entry)
+            if profile.exists():
+                summary = summarize_join_profile(profile) + "\n" + summarize_profile(profile)
+                (out / f"profile-join-{args.profile_join}-top.txt").write_text(summary)
                 print(summary)
     finally:
         if args.keep_tmp:
@@ -715,7 +1202,22 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "settings": {
             k: getattr(args, k)
-            for k in ("fps", "frame_kb", "duration", "warmup", "camera_mode", "slow", "users")
+            for k in (
+                "fps",
+                "frame_kb",
+                "duration",
+                "warmup",
+                "camera_mode",
+                "slow",
+                "users",
+                "concurrency",
+                "sessions",
+                "late_ms",
+                "phones",
+                "phone_kbps",
+                "phone_rcvbuf",
+                "tls",
+            )
         },
         "elapsed_s": time.monotonic() - started_at,
         "runs": results,
@@ -747,29 +1249,43 @@ def wait_quiet(threshold: float, limit: float) -> float:
             told = True
 
 
+def noise(result: dict[str, Any]) -> float:
+    """The other load of a run: in its window, or during its join when that was worse."""
+    join = result.get("join") or {}
+    during = join.get("join_other_load")
+    window = result["other_load"]
+    return window if during is None or math.isnan(during) else max(window, during)
+
+
 def attempt(
     args: argparse.Namespace,
     tmp: Path,
-    kind: str,
-    n: int,
-    slow: int,
+    plan: Plan,
     users: list[tuple[str, str]],
     profile: Path | None = None,
+    profile_join: Path | None = None,
 ) -> dict[str, Any]:
-    label = f"{kind} N={n}" + (f" + {slow} slow" if slow else "")
+    label = (
+        f"{plan.kind} N={plan.n}"
+        + (f" + {plan.slow} slow" if plan.slow else "")
+        + (f" + {plan.phones} phones" if plan.phones else "")
+        + (" TLS" if plan.tls else "")
+    )
     print(f"-- {label}", flush=True)
     if args.quiet_wait > 0:
         wait_quiet(args.noise, args.quiet_wait)
     begun = time.monotonic()
     try:
-        result = run_one(args, tmp, kind, n, slow, users, profile)
+        result = run_one(args, tmp, plan, users, profile, profile_join)
     except (RunFailed, OSError, ValueError, KeyError, subprocess.SubprocessError) as error:
-        log_tail = tail(tmp / f"{run_label(kind, n, slow, profile)}.log")
+        log_tail = tail(tmp / f"{run_label(plan, profile or profile_join)}.log")
         print(f"   FAILED: {error}\n{log_tail}", flush=True)
         return {
-            "kind": kind,
-            "n": n,
-            "slow": slow,
+            "kind": plan.kind,
+            "n": plan.n,
+            "slow": plan.slow,
+            "phones": plan.phones,
+            "tls": plan.tls,
             "label": label,
             "error": str(error),
             "log_tail": log_tail,
@@ -779,18 +1295,32 @@ def attempt(
         result["latency_first_s_ms"],
         result["latency_last_s_ms"],
     )
+    join = result["join"]
     print(
-        f"   {result['connected']} connected in {result['setup_s']:.1f}s, settled in "
-        f"{result['viewer_stats']['settle_s']:.1f}s; fps median {fmt(result['fps_median'], '.2f')}"
+        f"   {result['connected']} connected in {join['connect_all_s']:.2f}s "
+        f"({join['count_messages']} client_count msgs, {join['handshake_over_1s']} handshakes"
+        f" > 1 s, daemon {fmt(join['server_ms_per_join'], '.2f')} ms CPU per join), settled"
+        f" in {fmt(join['settled_s_median'], '.2f')}s median / "
+        f"{fmt(join['settled_s_max'], '.2f')}s last viewer; "
+        f"fps median {fmt(result['fps_median'], '.2f')}"
         f" worst {fmt(result['fps_worst'], '.2f')} (camera {result['camera_fps']:.2f}); "
         f"latency p50 {fmt(lat['p50'], '.2f')} p99 {fmt(lat['p99'], '.2f')} ms "
         f"(p50 first s {fmt(first['p50'], '.1f')}, last s {fmt(last['p50'], '.1f')}); "
         f"server {result['server_cpu_per_s']:.3f} CPU s/s, {fmt(per_frame(result), '.1f')} "
         f"us/frame; client {result['client_cpu_per_s']:.3f} CPU s/s; other load "
-        f"{result['other_load']:.2f}; RSS {result['rss_kb'] / 1024:.1f} MB; "
-        f"{time.monotonic() - begun:.0f}s",
+        f"{result['other_load']:.2f} (join {fmt(join['join_other_load'], '.2f')}); "
+        f"RSS {result['rss_kb'] / 1024:.1f} MB; {time.monotonic() - begun:.0f}s",
         flush=True,
     )
+    if plan.phones:
+        phones = result["phones_seen"]
+        age = phones["age_ms"]
+        print(
+            f"   phones: {[round(f, 1) for f in phones['fps']]} fps, frame age p50 "
+            f"{fmt(age['p50'], '.0f')} p99 {fmt(age['p99'], '.0f')} max {fmt(age['max'], '.0f')}"
+            " ms",
+            flush=True,
+        )
     return result
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -258,7 +259,7 @@ class CameraBuilders:
             listener,
             self._http_settings(spec),
             spec.kind,
-            robocam=lambda robocam_listener: self._robocam(spec, robocam_listener),
+            robocam=lambda robocam_listener, policy: self._robocam(spec, robocam_listener, policy),
         )
 
     def probe(self, url: str, kind: str | None) -> Deferred[ProbeResult]:
@@ -270,10 +271,15 @@ class CameraBuilders:
             kind,
             PROBE_SECONDS,
             settings=self._http_settings(spec),
-            robocam=lambda listener: self._robocam(spec, listener),
+            robocam=lambda listener, policy: self._robocam(spec, listener, policy),
         )
 
-    def _robocam(self, spec: CameraSpec, listener: ISourceListener) -> ICameraSource:
+    def _robocam(
+        self,
+        spec: CameraSpec,
+        listener: ISourceListener,
+        retry_policy: Callable[[int], float] | None = None,
+    ) -> ICameraSource:
         config = self._config
         settings = CameraSettings(
             url=spec.url,
@@ -286,9 +292,13 @@ class CameraBuilders:
         if self._demo is not None and spec.url == ROBOCAM_URL:
             endpoint = UNIXClientEndpoint(self._reactor, self._demo.socket_path)
             return RoboCamSource(
-                self._reactor, listener, attrs.evolve(settings, ca_file=None), endpoint=endpoint
+                self._reactor,
+                listener,
+                attrs.evolve(settings, ca_file=None),
+                endpoint=endpoint,
+                retry_policy=retry_policy,
             )
-        return RoboCamSource(self._reactor, listener, settings)
+        return RoboCamSource(self._reactor, listener, settings, retry_policy=retry_policy)
 
     def _factory(self, hub: CameraHub, camera: str, fields: Any) -> ViewerFactory:
         proxies = self._proxies

@@ -178,9 +178,11 @@ def test_make_source_builds_each_kind() -> None:
     with pytest.raises(ValueError, match="RoboCam"):
         build("ws://cam/ws")
     sentinel: Any = object()
-    assert build("ws://cam/ws", robocam=lambda got: sentinel if got is listener else None) is (
-        sentinel
-    )
+
+    def robocam(got: Any, _policy: Any) -> Any:
+        return sentinel if got is listener else None
+
+    assert build("ws://cam/ws", robocam=robocam) is sentinel
     with pytest.raises(ValueError, match="base URL"):
         build("http://cam/stream", "esp32")
 

@@ -15,6 +15,7 @@ from zope.interface import implementer
 from camproxy.hub.source import Capabilities, ICameraSource, ISourceListener
 from camproxy.sources.http import HttpSourceSettings
 from camproxy.sources.probe import ProbeResult, jpeg_size, probe
+from camproxy.sources.robocam.link import CameraSettings, RoboCamSource
 from tests.httpcams import (
     BOUNDARY,
     CameraServer,
@@ -173,6 +174,25 @@ async def test_probe_a_refused_connection(reactor: Any) -> None:
     assert result.summary().endswith("failed: connection refused")
 
 
+@pytest_twisted.ensureDeferred
+async def test_probe_a_refused_robocam_answers_at_once(reactor: Any) -> None:
+    # The probe stops at the first failed attempt instead of waiting out its 12 s for
+    # a first frame while the link retries (the admin page's "test connection" waits).
+    server = CameraServer(lambda c, r: succeed(None))  # type: ignore[arg-type,return-value]
+    port = await server.listen(reactor)
+    await server.stop()
+    url = f"ws://127.0.0.1:{port}/ws"
+
+    def robocam(listener: ISourceListener, retry_policy: Any) -> ICameraSource:
+        return RoboCamSource(reactor, listener, CameraSettings(url=url), retry_policy=retry_policy)
+
+    started = reactor.seconds()
+    result = await probe(reactor, url, first_frame_timeout=30.0, robocam=robocam)
+    assert not result.ok
+    assert result.error == "connection refused"
+    assert reactor.seconds() - started < 10.0
+
+
 # -- failures, on a clock -------------------------------------------------------------------
 
 
@@ -308,7 +328,7 @@ def test_probe_robocam_without_and_with_its_link() -> None:
         capabilities = Capabilities(pan_tilt=True, light=True)
         paced = True
 
-        def __init__(self, listener: ISourceListener) -> None:
+        def __init__(self, listener: ISourceListener, retry_policy: object) -> None:
             self.listener = listener
             self.opened = False
 

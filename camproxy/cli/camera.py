@@ -209,8 +209,9 @@ async def _probe(call: Call) -> str:
     if problem is not None:
         call.refuse(problem)
 
-    def robocam(listener: Any) -> Any:
-        return RoboCamSource(call.reactor, listener, CameraSettings(url=args.url))
+    def robocam(listener: Any, retry_policy: Any) -> Any:
+        settings = CameraSettings(url=args.url)
+        return RoboCamSource(call.reactor, listener, settings, retry_policy=retry_policy)
 
     result = await probe(call.reactor, args.url, args.kind, args.seconds, robocam=robocam)
     if args.json:

@@ -22,8 +22,9 @@ HTTP_KINDS = ("esp32", "mjpeg", "jpeg")
 #: The "kind" of a URL whose kind is told by its first answer.
 DETECT = None
 
-#: Builds the RoboCam link, which this package does not: ``(listener) -> source``.
-RobocamFactory = Callable[[ISourceListener], ICameraSource]
+#: Builds the RoboCam link, which this package does not: ``(listener, retry_policy)
+#: -> source``; a ``None`` policy means the link's own.
+RobocamFactory = Callable[[ISourceListener, Callable[[int], float] | None], ICameraSource]
 
 
 def _parse(url: str) -> URL | None:
@@ -79,11 +80,13 @@ def make_source(
     kind: str | None = None,
     *,
     robocam: RobocamFactory | None = None,
-    retry_policy: Callable[[int], float] = RETRY_POLICY,
+    retry_policy: Callable[[int], float] | None = None,
 ) -> ICameraSource:
     """The source for a camera of ``kind`` (``None``: the URL's default kind) at
     ``settings.url``. ``robocam`` builds RoboCam links; without it a ``ws(s)`` camera is
-    a ``ValueError``, as is a URL that does not fit the kind (see :func:`url_problem`)."""
+    a ``ValueError``, as is a URL that does not fit the kind (see :func:`url_problem`).
+    ``retry_policy`` (seconds to wait after the n-th failed attempt) defaults to the
+    kind's own."""
     problem = url_problem(settings.url, kind)
     if problem is not None:
         raise ValueError(problem)
@@ -92,7 +95,8 @@ def make_source(
     if kind == "robocam":
         if robocam is None:
             raise ValueError("robocam cameras are built by the RoboCam link")
-        return robocam(listener)
+        return robocam(listener, retry_policy)
+    retry_policy = retry_policy or RETRY_POLICY
     if kind == "esp32":
         return Esp32Source(reactor, listener, settings, retry_policy=retry_policy)
     if kind == "mjpeg":

@@ -8,6 +8,7 @@ closes on the hub's demand (idle close) and reconnects with backoff while open.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -21,6 +22,7 @@ from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClientEndpoint
 from twisted.internet.ssl import Certificate, optionsForClientTLS, platformTrust
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from camproxy.hub.source import (
@@ -31,6 +33,7 @@ from camproxy.hub.source import (
     Limits,
 )
 from camproxy.sources.complaints import LogLimiter
+from camproxy.sources.http import describe
 from camproxy.sources.robocam import dialect
 
 #: First retry within a second, then doubling up to about five seconds, forever.
@@ -106,6 +109,22 @@ def camera_endpoint(reactor: Any, settings: CameraSettings) -> IStreamClientEndp
     return endpoint
 
 
+@implementer(IStreamClientEndpoint)
+class _NotingEndpoint:
+    """Connects through ``endpoint``, telling ``noted`` why an attempt failed."""
+
+    def __init__(self, endpoint: IStreamClientEndpoint, noted: Callable[[str], None]) -> None:
+        self._endpoint = endpoint
+        self._noted = noted
+
+    def connect(self, factory: Any) -> Deferred[Any]:
+        def failed(failure: Failure) -> Failure:
+            self._noted(describe(failure))
+            return failure
+
+        return self._endpoint.connect(factory).addErrback(failed)
+
+
 #: The firmware eases its servos into place; ask where they went once this has passed.
 POSITION_SETTLE = 1.0
 
@@ -125,8 +144,12 @@ class RoboCamSource:
         listener: ISourceListener,
         settings: CameraSettings,
         endpoint: IStreamClientEndpoint | None = None,
+        retry_policy: Callable[[int], float] | None = None,
     ) -> None:
         self.listener = listener
+        #: Why the last attempt failed ("connection refused", a close code); ``None``
+        #: once the camera answers. The probe reports it.
+        self.last_error: str | None = None
         self.settings = settings
         self._reactor = reactor
         self._protocol: CameraProtocol | None = None
@@ -144,9 +167,9 @@ class RoboCamSource:
             failByDrop=False,
         )
         self._service = ClientService(
-            endpoint or camera_endpoint(reactor, settings),
+            _NotingEndpoint(endpoint or camera_endpoint(reactor, settings), self._note_failure),
             self.factory,
-            retryPolicy=RETRY_POLICY,
+            retryPolicy=retry_policy or RETRY_POLICY,
             clock=reactor,
             prepareConnection=None,
         )
@@ -155,6 +178,9 @@ class RoboCamSource:
     def connected(self) -> bool:
         """Whether the camera has answered on the current connection."""
         return self._protocol is not None and self._answered
+
+    def _note_failure(self, why: str) -> None:
+        self.last_error = why
 
     def complain(self, message: str) -> None:
         self._complaints.warn(message)
@@ -218,6 +244,7 @@ class RoboCamSource:
         # client over its limit and closes it at once, which must not flap the status.
         if not self._answered and self._protocol is not None:
             self._answered = True
+            self.last_error = None
             self.listener.source_connected()
 
     def binary_received(self, payload: bytes) -> None:
@@ -250,6 +277,8 @@ class RoboCamSource:
     ) -> None:
         # One line per distinct failure, rate-limited: a flapping camera must not flood the log.
         why = f"code={code}, reason={reason or 'none given'}"
+        if not (self._protocol is protocol and self._answered):
+            self.last_error = f"the WebSocket closed ({why})"
         if self._protocol is not protocol:
             if self._service.running:
                 self.complain(f"camera connection failed ({why})")

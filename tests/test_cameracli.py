@@ -102,6 +102,11 @@ async def test_add_list_set_remove(shell: Shell) -> None:
     # A new URL without --kind takes the kind that URL implies.
     ok(shell.camera("set", "door", "--url", "http://10.0.0.7:8080"))
     assert json.loads(ok(shell.camera("list", "--json")))[0]["kind"] == "esp32"
+    # "default" hands a setting back to the daemon's option.
+    ok(shell.camera("set", "door", "--max-fps", "default", "--idle-close", "DEFAULT"))
+    record = await shell.cameras.get("door")
+    assert record is not None and (record.max_fps, record.idle_close) == (None, None)
+    assert "daemon's" in ok(shell.camera("list"))
     assert "removed" in ok(shell.camera("remove", "printer"))
     assert [c.name for c in await shell.cameras.list()] == ["door", "garden"]
 
@@ -151,6 +156,8 @@ async def test_refusals_are_one_line_and_exit_1(
         ["add", "g", "http://x/", "--access", "admin"],
         ["add", "g", "http://x/", "--control", "mine"],
         ["add", "g", "http://x/", "--max-fps", "fast"],
+        ["add", "g", "http://x/", "--max-fps", "default"],  # nothing to go back to
+        ["set", "g", "--idle-close", "soon"],
         ["grant", "garden", "alice", "all"],
         ["frobnicate"],
     ],

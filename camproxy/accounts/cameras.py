@@ -87,6 +87,10 @@ class CameraRecord:
     updated_at: float
 
 
+#: The camera settings that may be left to the daemon's options.
+DAEMON_DEFAULTS = frozenset({"max_fps", "idle_close"})
+
+
 @attrs.frozen
 class CameraChanges:
     """What ``camera set`` changes; ``None`` leaves a setting as it is."""
@@ -100,6 +104,8 @@ class CameraChanges:
     control: str | None = None
     #: Set the kind back to "detect from the URL".
     detect_kind: bool = False
+    #: Settings going back to the daemon's own (``"max_fps"``, ``"idle_close"``).
+    daemon_defaults: frozenset[str] = frozenset()
 
 
 def check_settings(
@@ -193,6 +199,8 @@ def _update(connection: Connection, name: str, changes: CameraChanges, now: floa
     }
     if changes.detect_kind:
         values["kind"] = None
+    for setting in changes.daemon_defaults:
+        values[setting] = None
     if changes.access is not None:
         values["access"] = changes.access.text
     if values:
@@ -414,6 +422,9 @@ class CameraStore:
         return self._db.write(_insert, record)
 
     def set(self, name: str, changes: CameraChanges) -> Deferred[CameraRecord]:
+        unknown = changes.daemon_defaults - DAEMON_DEFAULTS
+        if unknown:
+            raise InvalidCamera(f"no daemon default for {', '.join(sorted(unknown))}")
         check_settings(
             title=changes.title,
             url=changes.url,

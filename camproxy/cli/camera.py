@@ -44,19 +44,38 @@ def _number(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
 
 
+#: ``camera set --max-fps default``: back to the daemon's option.
+DAEMON_DEFAULT = "default"
+
+
+def _number_or_default(text: str) -> float | str:
+    if text.strip().lower() == DAEMON_DEFAULT:
+        return DAEMON_DEFAULT
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number or 'default': {text!r}") from None
+
+
 def _settings(parser: argparse.ArgumentParser, *, adding: bool) -> None:
     if not adding:
         parser.add_argument("--url", metavar="URL", help="a new URL (the kind follows it)")
     parser.add_argument("--kind", choices=CAMERA_KINDS, help="robocam, esp32, mjpeg or jpeg")
     parser.add_argument("--title", metavar="TEXT", help="shown to people (default: the name)")
+    number = _number if adding else _number_or_default
+    back = "" if adding else "; 'default' goes back to the daemon's"
     parser.add_argument(
-        "--max-fps", type=_number, metavar="N", help="frames a second at most (default: daemon's)"
+        "--max-fps",
+        type=number,
+        metavar="N",
+        help=f"frames a second at most (default: daemon's{back})",
     )
     parser.add_argument(
         "--idle-close",
-        type=_number,
+        type=number,
         metavar="S",
-        help="seconds without viewers before the link closes; 0 keeps it (default: daemon's)",
+        help=f"seconds without viewers before the link closes; 0 keeps it (default: "
+        f"daemon's{back})",
     )
     parser.add_argument(
         "--access",
@@ -179,11 +198,16 @@ async def _set(call: Call, cameras: CameraStore) -> str:
         url=args.url,
         kind=args.kind,
         title=args.title,
-        max_fps=args.max_fps,
-        idle_close=args.idle_close,
+        max_fps=None if args.max_fps == DAEMON_DEFAULT else args.max_fps,
+        idle_close=None if args.idle_close == DAEMON_DEFAULT else args.idle_close,
         access=None if args.access is None else Level.parse(args.access),
         control=args.control,
         detect_kind=args.url is not None and args.kind is None,
+        daemon_defaults=frozenset(
+            setting
+            for setting, value in (("max_fps", args.max_fps), ("idle_close", args.idle_close))
+            if value == DAEMON_DEFAULT
+        ),
     )
     record = await cameras.set(args.name, changes)
     return f"changed the camera {record.name!r}"

@@ -538,15 +538,15 @@ class AdminCameraRoutes:
         url = restore_password(form.url, current.url) if form.url else current.url
         kind = form.kind_value()
         max_fps, idle_close = form.max_fps_value(), form.idle_close_value()
-        for value, stored, label in (
-            (max_fps, current.max_fps, "max fps"),
-            (idle_close, current.idle_close, "idle close"),
-        ):
-            if value is None and stored is not None:
-                raise FormError(
-                    f"Going back to the daemon's {label} is not possible yet; "
-                    f"enter a number (now {stored:g})."
-                )
+        # An emptied field goes back to the daemon's option.
+        daemon_defaults = frozenset(
+            setting
+            for setting, value, stored in (
+                ("max_fps", max_fps, current.max_fps),
+                ("idle_close", idle_close, current.idle_close),
+            )
+            if value is None and stored is not None
+        )
         moved = url != current.url or kind != current.kind
         if moved:
             problem = self.deps.tools.url_problem(url, kind)
@@ -564,6 +564,7 @@ class AdminCameraRoutes:
             idle_close=idle_close if idle_close != current.idle_close else None,
             access=access if access is not current.access else None,
             control=control if control != current.control else None,
+            daemon_defaults=daemon_defaults,
         )
 
     @app.route("/admin/cameras/<name>/grants", methods=["POST"])

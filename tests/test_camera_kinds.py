@@ -428,6 +428,57 @@ async def test_every_mjpeg_framing_is_relayed_byte_for_byte(
     assert log.failures() == []
 
 
+# --- jpeg ------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest_twisted.ensureDeferred
+async def test_jpeg_end_to_end(
+    reactor: Any, emulators: Emulators, daemon_factory: Any, log: LogCapture
+) -> None:
+    max_fps = 8
+    server = await emulators.jpeg(path="/still.jpg")
+    recorded = record(server.camera)
+    peaks = Peaks(server, "snapshot", reactor)
+    daemon = await start_daemon(emulators, daemon_factory)
+    await add_camera(daemon, "yard", server.url("snapshot", "/still.jpg"), "jpeg", max_fps=max_fps)
+
+    def requests() -> int:
+        return server.snapshot.requests_total
+
+    watching = await watch_everything(
+        daemon, "yard", recorded, requests, kind="jpeg", capabilities=NO_CONTROLS
+    )
+    await refuse_what_it_cannot_do(reactor, watching.viewers, [*PAN_TILT_COMMANDS, LIGHT_COMMAND])
+    # A window of paced requests, three viewers and an MJPEG client watching.
+    mjpeg = await treq.get(
+        daemon.url + "/cam/yard/stream.mjpg", headers=watching.headers, unbuffered=True
+    )
+    collector = PartCollector(wanted=10**6)
+    mjpeg.deliverBody(collector)
+    started, before = reactor.seconds(), len(peaks.request_times)
+    await within(reactor, 15.0, watching.viewers[0].wait_frames(max_fps))
+    elapsed = reactor.seconds() - started
+    transport: Any = collector.transport
+    transport.stopProducing()
+    made = len(peaks.request_times) - before
+    assert made >= max_fps / 2 * elapsed, f"{made} requests in {elapsed:.1f} s"
+    assert peaks.most_requests_in_a_second() <= max_fps + 1, peaks.request_times
+    # The next request no sooner than 1/max_fps after the previous answer (which is quick).
+    assert peaks.shortest_gap() >= 1 / max_fps - 0.02, peaks.request_times
+    assert server.snapshot.in_flight_max == 1 and peaks.connections == 1
+    assert set(requests_to(server)) == {"/still.jpg"}
+
+    latecomer = await idle_close_and_reopen(reactor, daemon, "yard", watching, requests, paced=True)
+    assert_sent_by(latecomer.frames, recorded)
+    await close_viewer(latecomer)
+    await a_snapshot_wakes_the_link(reactor, daemon, "yard", recorded, requests)
+    assert server.snapshot.in_flight_max == 1 and peaks.connections == 1
+    assert peaks.most_requests_in_a_second() <= max_fps + 1
+    assert peaks.shortest_gap() >= 1 / max_fps - 0.02, peaks.request_times
+    assert log.failures() == []
+
+
 # --- detected kinds --------------------------------------------------------------------------
 
 

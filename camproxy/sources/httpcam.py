@@ -136,6 +136,8 @@ class HttpCameraSource:
         self._unanswered_since: float | None = None
         self._request_started = 0.0
         self._opened_before = 0
+        # True while the listener hears of the connection, just before the first frame.
+        self._announcing = False
 
     # -- ICameraSource ------------------------------------------------------------------
 
@@ -188,6 +190,10 @@ class HttpCameraSource:
     def request_frame(self) -> None:
         if not self._open or self._mode != STILL or not self.connected:
             return  # until connected, the source fetches (and retries) by itself
+        if self._announcing:
+            # Asked on source_connected: the frame reported next answers it, and the
+            # next request must wait a frame interval after that answer (CONTRACT §7).
+            return
         self._hub_waiting = True
         if not self._busy():
             self._start()
@@ -408,7 +414,11 @@ class HttpCameraSource:
             self.stats.connects += 1
             self.last_error = None
             self.log.info("camera connected at {url}", url=self.redacted_url)
-            self._listener.source_connected()
+            self._announcing = True
+            try:
+                self._listener.source_connected()
+            finally:
+                self._announcing = False
             if generation != self._generation:
                 return  # the listener closed the source
         self._listener.frame_received(data)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import signal
 import sys
 import time
@@ -545,6 +546,17 @@ def exit_zero_after_clean_shutdown(reactor: Any) -> None:
     reactor.addSystemEventTrigger("after", "shutdown", forget_signal)
 
 
+def freeze_startup_objects(reactor: Any) -> None:
+    """Once running, exempt everything built so far from the garbage collector's scans.
+
+    The daemon holds ~125,000 tracked objects after start-up (modules, classes, routes,
+    templates), nearly all of them for its whole life. Every full collection walked them
+    all: 70-80 ms here, during which no frame went out and ``/health`` did not answer.
+    Frozen, a full collection scans only what came later (``gc.freeze``, Python 3.7+).
+    """
+    reactor.callWhenRunning(gc.freeze)
+
+
 def makeService(options: Options, reactor: Any = None) -> IService:
     """Entry point for twistd and ``camproxy.tac``."""
     if reactor is None:
@@ -554,6 +566,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     assert options.config is not None
     service = build_service(options.config, reactor)
     exit_zero_after_clean_shutdown(reactor)
+    freeze_startup_objects(reactor)
     return service
 
 

@@ -53,12 +53,27 @@ def test_bad_configuration_is_one_line_and_exit_1(
 async def test_demo_serves_health_and_frames_and_moves(reactor: Any, tmp_path: Path) -> None:
     port = free_port()
     with running(
-        twistd("--demo", "--listen", f"tcp:{port}:interface=127.0.0.1", "--max-fps", "20"),
+        twistd(
+            "--demo",
+            "--listen",
+            f"tcp:{port}:interface=127.0.0.1",
+            "--max-fps",
+            "20",
+            "--metrics-allow",
+            "127.0.0.1",
+        ),
         env={"ADMIN_USERNAME": "admin", "ADMIN_PASSWORD": "demo-pass"},
         cwd=tmp_path,
     ) as daemon:
         health = wait_for_health(port, daemon)
         assert health["status"] == "healthy"
+        # The objects built at start-up are frozen: full collections skip them.
+        metrics = (await Browser(f"http://127.0.0.1:{port}").get("/metrics")).text
+        samples = dict(
+            line.rsplit(" ", 1) for line in metrics.splitlines() if not line.startswith("#")
+        )
+        assert float(samples["python_gc_frozen_objects"]) > 50_000
+        assert float(samples["process_resident_memory_bytes"]) > 0
         browser = Browser(f"http://127.0.0.1:{port}")
         assert (await browser.login("admin", "demo-pass")).code == 302
         cookie = f"{SESSION_COOKIE}={browser.cookie(SESSION_COOKIE)}"

@@ -6,9 +6,17 @@ nothing is counted per frame per viewer beyond two integer increments.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable, Iterable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -95,11 +103,27 @@ class CameraCollector(Collector):
             yield family
 
 
+class FrozenObjectsCollector(Collector):
+    """How many objects the garbage collector no longer scans (frozen after start-up)."""
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "python_gc_frozen_objects",
+            "Objects exempt from garbage collection scans (gc.freeze after start-up)",
+            value=gc.get_freeze_count(),
+        )
+
+
 class DaemonMetrics:
     """The registry and the few metrics counted as things happen."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        # The usual process_* (CPU, memory, open files) and python_* families.
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        self.registry.register(FrozenObjectsCollector())
         self.requests = Counter(
             "camproxy_http_requests",
             "HTTP requests by method and status",

@@ -7,6 +7,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import attrs
@@ -33,7 +34,7 @@ from camproxy.fleet import DEFAULT_CAMERA, CameraSpec, CameraStack, CameraWatche
 from camproxy.hub.hub import CameraHub
 from camproxy.hub.source import ICameraSource, ISourceListener
 from camproxy.ops.logs import make_observer, twistd_primary_stream
-from camproxy.ops.metrics import DaemonMetrics
+from camproxy.ops.metrics import ClusterReading, DaemonMetrics
 from camproxy.sources.cluster import ClusterNode
 from camproxy.sources.http import HttpSourceSettings, RoutedEndpointFactory
 from camproxy.sources.kinds import default_kind, likely_capabilities, make_source, url_problem
@@ -154,6 +155,24 @@ def cluster_health(node: ClusterNode | None) -> ClusterHealth | None:
         return None
     bus = node.bus
     return ClusterHealth(node.node_name, lambda: bool(bus.connected))
+
+
+def cluster_reading(node: ClusterNode) -> ClusterReading:
+    """What ``/metrics`` shows of the cluster."""
+    return ClusterReading(
+        bus_connected=bool(node.bus.connected),
+        other_daemons=len(node.others()),
+        publish_failures=node.publish_failures,
+        cameras={
+            camera: (
+                source.holding,
+                source.frames_published,
+                source.frames_followed,
+                source.frames_fenced,
+            )
+            for camera, source in node.sources.items()
+        },
+    )
 
 
 def startup_settings(config: Config, demo: DemoCameras | None) -> StartupSettings:
@@ -439,6 +458,8 @@ def build_service(
 
     metrics = DaemonMetrics()
     metrics.watch_cameras(lambda: ((stack.name, stack.hub) for stack in fleet))
+    if node is not None:
+        metrics.watch_cluster(partial(cluster_reading, node))
     csrf = CsrfTokens(config.secret_key, reactor)
     renderer = Renderer(templates_environment(asset_directory("templates")))
     login = LoginRoutes(

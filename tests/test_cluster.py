@@ -6,12 +6,14 @@ from __future__ import annotations
 from typing import Any
 
 import attrs
+from prometheus_client import generate_latest
 from twisted.internet.task import Clock
 
 from camproxy.cluster.memorybus import MemoryBus, MemoryRedis
 from camproxy.hub.commands import LightCommand, ServoCommand
 from camproxy.hub.hub import CameraHub
 from camproxy.hub.source import Capabilities, ICameraSource, ISourceListener
+from camproxy.ops.metrics import ClusterReading, DaemonMetrics
 from camproxy.sources.cluster import (
     LEASE_MS,
     ClusterNode,
@@ -19,6 +21,7 @@ from camproxy.sources.cluster import (
     frame_message,
     parse_frame_message,
 )
+from camproxy.tap import cluster_reading
 from tests.fakes import JPEG, FakeSource, FakeViewer
 
 CAMERA = "default"
@@ -111,6 +114,11 @@ def test_a_daemon_with_viewers_takes_the_camera_and_the_others_follow() -> None:
     assert [e["count"] for e in there.of_type("client_count")][-1] == 2
     assert [e["count"] for e in here.of_type("client_count")][-1] == 2
     assert first.hub.viewer_count == second.hub.viewer_count == 2
+    # What /metrics shows of it on each daemon.
+    assert cluster_reading(first.node) == ClusterReading(
+        bus_connected=True, other_daemons=1, publish_failures=0, cameras={CAMERA: (True, 1, 0, 0)}
+    )
+    assert cluster_reading(second.node).cameras == {CAMERA: (False, 0, 1, 0)}
 
 
 def test_followers_commands_are_carried_out_by_the_holder() -> None:
@@ -202,6 +210,7 @@ def test_frames_from_an_older_holder_are_fenced_off() -> None:
     second.bus.publish(f"camproxy:frames:{CAMERA}", frame_message(epoch - 1, 1, old))
     second.bus.publish(f"camproxy:frames:{CAMERA}", frame_message(epoch, 1, JPEG))
     assert [f.data for f in viewer.frames] == [JPEG]
+    assert (second.source.frames_fenced, second.source.frames_followed) == (1, 1)
 
 
 def test_without_the_bus_every_daemon_reports_the_camera_down_and_the_holder_lets_go() -> None:
@@ -332,3 +341,27 @@ def test_the_holder_does_not_read_its_own_frames_back() -> None:
     )
     clock.advance(0)
     assert receivers == [1, 1]
+
+
+def test_metrics_show_the_cluster() -> None:
+    metrics = DaemonMetrics()
+    metrics.watch_cluster(
+        lambda: ClusterReading(
+            bus_connected=False,
+            other_daemons=2,
+            publish_failures=3,
+            cameras={"door": (True, 10, 0, 0), "yard": (False, 0, 7, 1)},
+        )
+    )
+    text = generate_latest(metrics.registry).decode()
+    for line in (
+        "camproxy_cluster_bus_connected 0.0",
+        "camproxy_cluster_other_daemons 2.0",
+        "camproxy_cluster_publish_failures_total 3.0",
+        'camproxy_cluster_holding{camera="door"} 1.0',
+        'camproxy_cluster_holding{camera="yard"} 0.0',
+        'camproxy_cluster_frames_published_total{camera="door"} 10.0',
+        'camproxy_cluster_frames_followed_total{camera="yard"} 7.0',
+        'camproxy_cluster_frames_fenced_total{camera="yard"} 1.0',
+    ):
+        assert line in text.splitlines()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable, Iterable, Iterator
 
+import attrs
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -103,6 +104,68 @@ class CameraCollector(Collector):
             yield family
 
 
+@attrs.frozen
+class ClusterReading:
+    """This daemon's side of a cluster when scraped (CONTRACT §8)."""
+
+    bus_connected: bool
+    other_daemons: int
+    publish_failures: int
+    #: Per camera: (held here, frames published, frames followed, frames fenced off).
+    cameras: dict[str, tuple[bool, int, int, int]]
+
+
+class ClusterCollector(Collector):
+    """The cluster's numbers, read at scrape time from ``read()``."""
+
+    def __init__(self, read: Callable[[], ClusterReading]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[Metric]:
+        reading = self._read()
+        yield GaugeMetricFamily(
+            "camproxy_cluster_bus_connected",
+            "Whether this daemon reaches the cluster's Redis",
+            value=float(reading.bus_connected),
+        )
+        yield GaugeMetricFamily(
+            "camproxy_cluster_other_daemons",
+            "Other daemons heard from recently",
+            value=reading.other_daemons,
+        )
+        yield CounterMetricFamily(
+            "camproxy_cluster_publish_failures",
+            "Publications to Redis that failed (frames, events, heartbeats)",
+            value=reading.publish_failures,
+        )
+        families: tuple[GaugeMetricFamily | CounterMetricFamily, ...] = (
+            GaugeMetricFamily(
+                "camproxy_cluster_holding",
+                "Whether this daemon holds the camera's link",
+                labels=["camera"],
+            ),
+            CounterMetricFamily(
+                "camproxy_cluster_frames_published",
+                "Frames published as the holder",
+                labels=["camera"],
+            ),
+            CounterMetricFamily(
+                "camproxy_cluster_frames_followed",
+                "Frames taken from the holder",
+                labels=["camera"],
+            ),
+            CounterMetricFamily(
+                "camproxy_cluster_frames_fenced",
+                "Late frames of a deposed holder, dropped",
+                labels=["camera"],
+            ),
+        )
+        for camera, values in sorted(reading.cameras.items()):
+            for family, value in zip(families, values, strict=True):
+                family.add_metric([camera], float(value))
+        yield from families
+
+
 class FrozenObjectsCollector(Collector):
     """How many objects the garbage collector no longer scans (frozen after start-up)."""
 
@@ -144,3 +207,7 @@ class DaemonMetrics:
     def watch_cameras(self, cameras: Callable[[], Iterable[tuple[str, CameraHub]]]) -> None:
         """Report the cameras ``cameras()`` names, as they are when scraped."""
         self.registry.register(CameraCollector(cameras))
+
+    def watch_cluster(self, read: Callable[[], ClusterReading]) -> None:
+        """Report this daemon's side of a cluster, as it is when scraped."""
+        self.registry.register(ClusterCollector(read))

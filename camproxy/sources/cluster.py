@@ -218,7 +218,11 @@ class ClusterSource:
         self._state_published_at = float("-inf")
         self._pending: dict[str, _Pending] = {}
         self._heard_at = float("-inf")
-        self.lost_frames = 0
+        #: Frames this daemon published as the holder, and took from the holder's
+        #: publications as a follower; a deposed holder's late frames fenced off.
+        self.frames_published = 0
+        self.frames_followed = 0
+        self.frames_fenced = 0
 
     # -- names on the bus -----------------------------------------------------------------
 
@@ -502,6 +506,7 @@ class ClusterSource:
         if not self.listener.frame_received(data):
             return False
         self._sequence += 1
+        self.frames_published += 1
         message = frame_message(self.epoch, self._sequence, data)
         self.node.publish(self._key("frames"), message)
         now = self.node.now()
@@ -595,9 +600,11 @@ class ClusterSource:
             return
         epoch, _sequence, data = parsed
         if epoch < self._seen_epoch:
+            self.frames_fenced += 1
             return  # from a daemon that held the camera before: fenced off
         self._seen_epoch = epoch
         self._heard_at = self.node.now()
+        self.frames_followed += 1
         if not self._cluster_connected:
             self._cluster_connected = True
             self.listener.source_connected()

@@ -91,34 +91,27 @@ def _glob_escape(text: str) -> str:
     return "".join("\\" + c if c in "\\*?[]" else c for c in text)
 
 
-class _CommandProtocol(txredisapi.RedisProtocol):
-    """txredisapi's protocol, telling its link when it connects and disconnects."""
+class _TellsItsLink:
+    """Mixed into txredisapi's protocols: tells the link when it connects and disconnects."""
 
     link: _Link
 
     def connectionMade(self) -> None:
-        super().connectionMade()
+        super().connectionMade()  # type: ignore[misc]
         self.link.connection_made(self)
 
     def connectionLost(self, why: Failure) -> None:
         # The link first, so that the commands failing below are known to be lost with it.
         self.link.connection_lost(self, why)
-        super().connectionLost(why)
+        super().connectionLost(why)  # type: ignore[misc]
 
 
-class _SubscriberProtocol(txredisapi.SubscriberProtocol):
+class _CommandProtocol(_TellsItsLink, txredisapi.RedisProtocol):
+    """txredisapi's protocol, for commands."""
+
+
+class _SubscriberProtocol(_TellsItsLink, txredisapi.SubscriberProtocol):
     """txredisapi's subscriber protocol, handing messages to the bus."""
-
-    link: _Link
-
-    def connectionMade(self) -> None:
-        super().connectionMade()
-        self.link.connection_made(self)
-
-    def connectionLost(self, why: Failure) -> None:
-        # The link first, so that the commands failing below are known to be lost with it.
-        self.link.connection_lost(self, why)
-        super().connectionLost(why)
 
     def messageReceived(
         self, pattern: bytes | str | None, channel: bytes | str, message: bytes | str

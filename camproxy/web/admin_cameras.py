@@ -466,16 +466,20 @@ class AdminCameraRoutes:
                 error=scrub(one_line(problem), form.url),
                 password_dropped=form.had_password,
             )
-        self.log.info(
-            "admin {admin!r} added camera {name!r} ({kind}, {url})",
-            admin=admin.username,
-            name=record.name,
-            kind=record.kind or "detect",
-            url=hide_password(record.url),
-        )
+        self.log_saved(admin, "added", record)
         await self.applied()
         return self.deps.renderer.redirect(
             request, f"/admin/cameras?done=added&camera={record.name}", 303
+        )
+
+    def log_saved(self, admin: Principal, done: str, record: CameraRecord) -> None:
+        self.log.info(
+            "admin {admin!r} {done} camera {name!r} ({kind}, {url})",
+            admin=admin.username,
+            done=done,
+            name=record.name,
+            kind=record.kind or "detect",
+            url=hide_password(record.url),
         )
 
     async def applied(self) -> None:
@@ -520,13 +524,7 @@ class AdminCameraRoutes:
                 error=scrub(one_line(problem), restore_password(form.url, current.url)),
             )
         if changes != CameraChanges():
-            self.log.info(
-                "admin {admin!r} changed camera {name!r} ({kind}, {url})",
-                admin=admin.username,
-                name=record.name,
-                kind=record.kind or "detect",
-                url=hide_password(record.url),
-            )
+            self.log_saved(admin, "changed", record)
             await self.applied()
         return self.deps.renderer.redirect(
             request, f"/admin/cameras/{record.name}?done=changed", 303

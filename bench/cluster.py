@@ -449,8 +449,15 @@ def scale_run(bench: Bench, mode: str, n: int) -> dict[str, Any]:
             daemons.append(bench.follower(stack, camera_port, url))
         bench.ensure_cookies(daemons[0].port)
         result["rss_idle_kb"] = [wl.memory_kb(d.pid)["VmRSS"] for d in daemons]
-        counts = split(mode, n, args.holder_share)
-        served_by = [daemons[1] if mode == "two" and i else daemons[0] for i in range(len(counts))]
+        result["split"] = split(mode, n, args.holder_share)
+        # With two daemons the first part watches the holder, the second the follower.
+        placed = [
+            (daemons[1] if mode == "two" and i else daemons[0], count)
+            for i, count in enumerate(result["split"])
+            if count
+        ]
+        served_by = [daemon for daemon, _ in placed]
+        counts = [count for _, count in placed]
         clients = [
             bench.viewers(stack, f"{label}-part{i}", daemon.port, count)
             for i, (daemon, count) in enumerate(zip(served_by, counts, strict=True))
@@ -541,7 +548,7 @@ def analyse(
     shares = [s["share_worst"] for s in sides if s["share_worst"] is not None]
     found["share_worst"] = min(shares) if shares else None
     found["failed"] = sum(s["failed"] for s in sides)
-    if mode == "two":
+    if mode == "two" and len(sides) == 2:
         near, far = sides[0]["latency_ms"], sides[1]["latency_ms"]
         found["redis_added_ms"] = {
             point: far[point] - near[point]
@@ -813,7 +820,7 @@ def run_row(run: dict[str, Any], threshold: float) -> str:
     cpu = run["cpu"]
     sides = run["sides"]
     if run["mode"] == "two":
-        per = " / ".join(str(s["viewers"]) for s in sides)
+        per = " / ".join(str(c) for c in run.get("split") or [s["viewers"] for s in sides])
         latency = " ; ".join(
             f"{fmt(s['latency_ms']['p50'], '.1f')} / {fmt(s['latency_ms']['p99'], '.1f')}"
             for s in sides
@@ -916,7 +923,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--viewers",
-        default="100,200,400,600,800,1000,1500,2000,2500,3000",
+        default="100,200,400,800,1200,1600,2000,2500,3000,3500,4000,5000",
         help="the Ns to step through ('' for none)",
     )
     parser.add_argument("--modes", default="one,two", help=f"some of {', '.join(MODES)}")

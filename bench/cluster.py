@@ -29,8 +29,9 @@ Failover runs (``--failover KILL,TERM``, ``--failover-rounds`` each): two daemon
 ``--failover-viewers`` viewers on the one that does not hold the camera, each recording
 when every frame arrived; the holder gets the signal, and the gap those viewers see (the
 longest time between two frames, around the signal) is reported, with the time from the
-signal to the first frame after the gap. The stopped daemon is then replaced by a new
-one, which becomes the next round's survivor.
+signal to the first frame after the gap. The signal comes ``--failover-before`` s plus a
+random part of a second after the viewers settled (the lease ticks once a second). The
+stopped daemon is then replaced by a new one, which becomes the next round's survivor.
 
 Writes ``results.json`` (every number) and ``results.md`` (the tables) to ``--out``.
 Exits 0 when something was measured, 1 when nothing was.
@@ -51,6 +52,7 @@ import json
 import math
 import os
 import platform
+import random
 import re
 import secrets
 import select
@@ -612,6 +614,7 @@ def failover_runs(bench: Bench, plan: list[str]) -> list[dict[str, Any]]:
     with a signal, the gap they see; the stopped one replaced for the next round."""
     args = bench.args
     rounds: list[dict[str, Any]] = []
+    jitter = random.Random()
     with ExitStack() as stack:
         label = "failover"
         _, camera_port, _ = bench.camera(stack, label, 120 + 60 * len(plan))
@@ -639,7 +642,10 @@ def failover_runs(bench: Bench, plan: list[str]) -> list[dict[str, Any]]:
                     deadline = time.monotonic() + 120
                     expect(process, deadline, "CONNECTED")
                     expect(process, deadline, "SETTLED")
-                    time.sleep(args.failover_before)
+                    # A random phase against the daemons' 1 s lease ticks, which decide
+                    # how long the survivor waits: else every round would hit the same one.
+                    entry["waited_s"] = args.failover_before + jitter.uniform(0.0, 1.0)
+                    time.sleep(entry["waited_s"])
                     busy_before = wl.machine_cpu()
                     signalled = time.monotonic()
                     os.kill(holder.pid, sig)

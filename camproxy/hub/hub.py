@@ -406,6 +406,10 @@ class CameraHub:
             waiter.errback(CameraUnavailable(NOT_CONNECTED.message))
         self._arm_idle_close()
 
+    def acceptable(self, data: bytes) -> bool:
+        """Whether ``frame_received`` would take ``data`` as a frame (a JPEG, not too big)."""
+        return len(data) <= self.max_frame_bytes and is_jpeg(data)
+
     def frame_received(self, data: bytes) -> bool:
         now = self._clock.seconds()
         # Pushed and requested frames look alike: any binary answers the request,
@@ -419,7 +423,7 @@ class CameraHub:
                 count=self._unanswered,
             )
             self._unanswered = 0
-        if len(data) > self.max_frame_bytes or not is_jpeg(data):
+        if not self.acceptable(data):
             self.stats.frames_invalid += 1
             self._schedule_poll()
             return False

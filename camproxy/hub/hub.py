@@ -307,18 +307,38 @@ class CameraHub:
         for observer in self.observers:
             observer(event)
 
+    def _fan_out(self, frame: Frame) -> None:
+        """Hand ``frame`` to every viewer: the per-viewer cost of every frame.
+
+        One ``try`` around the whole loop rather than one per viewer: when a viewer
+        fails (rare), it is dropped and the loop goes on with the next one.
+        """
+        viewers = iter(tuple(self._viewers))
+        while True:
+            try:
+                for viewer in viewers:
+                    viewer.send_frame(frame)
+            except Exception:
+                self._drop(viewer)
+            else:
+                return
+
     def _deliver(self, viewer: IViewer, send: Callable[[T], None], item: T) -> None:
         # One viewer failing (say, closing while we write) must never reach the
         # camera link or the other viewers.
         try:
             send(item)
         except Exception:
-            self.log.failure(
-                "camera {camera!r}: dropping viewer {viewer} after a send failed",
-                camera=self.name,
-                viewer=viewer,
-            )
-            self.detach(viewer)
+            self._drop(viewer)
+
+    def _drop(self, viewer: IViewer) -> None:
+        """Detach a viewer whose send just raised (called in the ``except``)."""
+        self.log.failure(
+            "camera {camera!r}: dropping viewer {viewer} after a send failed",
+            camera=self.name,
+            viewer=viewer,
+        )
+        self.detach(viewer)
 
     # -- the viewer count, folded ------------------------------------------------
 
@@ -426,8 +446,7 @@ class CameraHub:
         self.stats.frames_received += 1
         frame = Frame(data, self.stats.frames_received, now)
         self.newest = frame
-        for viewer in list(self._viewers):
-            self._deliver(viewer, viewer.send_frame, frame)
+        self._fan_out(frame)
         waiters, self._frame_waiters = self._frame_waiters, []
         for waiter in waiters:
             waiter.callback(frame)

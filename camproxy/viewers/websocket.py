@@ -25,10 +25,10 @@ from zope.interface import Interface, implementer
 from camproxy.hub.commands import InvalidCommand
 from camproxy.hub.events import CloseReason, Event, Refused
 from camproxy.hub.frames import Frame
-from camproxy.hub.hub import CameraHub
+from camproxy.hub.hub import CameraHub, HubStats
 from camproxy.hub.viewer import IRequester, IViewer
 from camproxy.viewers.delivery import NewestFrameProducer
-from camproxy.viewers.directwrite import write_now
+from camproxy.viewers.directwrite import socket_send, write_now
 from camproxy.viewers.messages import (
     SetFrameRate,
     encode_error,
@@ -89,6 +89,9 @@ def forbidden(reason: str) -> ConnectionDeny:
     return ConnectionDeny(ConnectionDeny.FORBIDDEN, reason)
 
 
+#: Autobahn's state of an open connection, read on every frame for every viewer.
+STATE_OPEN = WebSocketProtocol.STATE_OPEN
+
 #: Autobahn copies each of these options from the factory onto every protocol and
 #: pretty-prints them all for a debug line that is then thrown away: about a fifth of a
 #: handshake's CPU. The viewer copies them in one step instead (see ``connectionMade``).
@@ -109,6 +112,12 @@ class ViewerProtocol(WebSocketServerProtocol):
 
     admission: Admission | None = None
     frames: NewestFrameProducer | None = None
+    #: The plain TCP transport and its socket's ``send``, for writing a frame at once when
+    #: nothing is queued (None over TLS and other transports: see ``directwrite``).
+    _tcp: Any = None
+    _socket_send: Callable[[bytes], int] | None = None
+    #: The hub's counters (set with :attr:`frames`).
+    _stats: HubStats
     gone: Deferred[None]
     _attached = False
     _commands: TokenBucket | None = None
@@ -170,8 +179,7 @@ class ViewerProtocol(WebSocketServerProtocol):
         assert IConsumer.providedBy(transport)
         transport.unregisterProducer()
         limit_unsent_bytes(transport, factory.unsent_limit)
-        self.frames = NewestFrameProducer(self._write_frame, factory.hub.stats)
-        transport.registerProducer(self.frames, True)
+        self._start_frames()
         self._commands = TokenBucket(factory.clock, rate=MESSAGE_RATE, burst=MESSAGE_BURST)
         self._opened_at = factory.clock.seconds()
         admission = self.admission
@@ -201,6 +209,16 @@ class ViewerProtocol(WebSocketServerProtocol):
         )
         self._attached = True
         factory.viewer_opened(self)
+
+    def _start_frames(self) -> None:
+        """Become the transport's producer of frames, ready for the direct write."""
+        transport = self.transport
+        assert IConsumer.providedBy(transport)
+        self._stats = stats = self.factory.hub.stats
+        self.frames = NewestFrameProducer(self._write_frame, stats)
+        transport.registerProducer(self.frames, True)
+        self._socket_send = socket_send(transport)
+        self._tcp = transport if self._socket_send is not None else None
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         if self.frames is not None:
@@ -300,7 +318,10 @@ class ViewerProtocol(WebSocketServerProtocol):
             self.sendMessage(self.factory.encoded_event(event), isBinary=False)
 
     def send_frame(self, frame: Frame) -> None:
-        if self.state != self.STATE_OPEN or self.frames is None:
+        # The hub calls this for every frame and every viewer: hundreds of times per
+        # frame, so the common case (an open socket with nothing queued) costs no further
+        # Python call: the checks, the counts, then the socket's own send().
+        if self.state != STATE_OPEN:
             return
         interval = self._frame_interval
         if interval:
@@ -311,15 +332,52 @@ class ViewerProtocol(WebSocketServerProtocol):
             self._last_frame_at = frame.received_at
         elif interval is None:
             return
-        self.frames.offer(frame)
+        frames = self.frames
+        if frames is None:
+            return
+        if frames.paused or frames.stopped:
+            frames.offer(frame)  # kept as the newest until the transport drains
+            return
+        # NewestFrameProducer.offer's counts, for a producer that is not paused.
+        frames.frames_sent += 1
+        self._stats.frames_sent += 1
+        factory = self.factory
+        if frame is factory.newest_frame:
+            payload = factory.newest_frame_bytes
+        else:
+            payload = factory.frame_bytes(frame)
+        # directwrite.write_now, inlined: send at once when Twisted holds nothing
+        # unsent for this socket; Twisted buffers whatever the kernel did not take (and
+        # pauses the producer when that is too much, and finds a broken connection).
+        send = self._socket_send
+        if send is not None:
+            tcp = self._tcp
+            if (
+                not tcp.dataBuffer
+                and not tcp._tempDataLen
+                and tcp.connected
+                and not tcp.disconnecting
+            ):
+                try:
+                    sent = send(payload)
+                except OSError:
+                    # EAGAIN: all of it waits in Twisted's buffer; a broken connection:
+                    # Twisted's own write attempt finds it and closes.
+                    sent = 0
+                if sent == len(payload):
+                    return
+                payload = payload[sent:]
+        transport = self.transport
+        assert transport is not None
+        transport.write(payload)
 
     def _write_frame(self, frame: Frame) -> None:
+        """Write one frame (a pending one, once the transport drained)."""
         # The frame is framed once for everyone; its bytes go straight to the transport.
         # Autobahn's sendData would format debug-log arguments (colours and all) for
         # every frame and viewer even with debug logging off: ~15 % of the daemon's CPU
         # at 500 viewers. Compression is never negotiated, so the bytes are final.
-        prepared = frame.encoded("websocket", self.factory.prepare_frame)
-        write_now(self.transport, prepared.payloadHybi)
+        write_now(self.transport, self.factory.frame_bytes(frame))
 
     def close(self, reason: CloseReason) -> None:
         code, text = CLOSE_CODES[reason]
@@ -384,6 +442,9 @@ class ViewerFactory(WebSocketServerFactory):
         self.viewers: set[ViewerProtocol] = set()
         self.throttled = 0
         self._last_event: Event | None = None
+        #: The newest frame a viewer wrote, and its bytes (see :meth:`frame_bytes`).
+        self.newest_frame: Frame | None = None
+        self.newest_frame_bytes = b""
         self._last_encoded = b""
         self.setProtocolOptions(
             webStatus=False,
@@ -404,6 +465,14 @@ class ViewerFactory(WebSocketServerFactory):
 
     def prepare_frame(self, data: bytes) -> PreparedMessage:
         return self.prepareMessage(data, isBinary=True, doNotCompress=True)
+
+    def frame_bytes(self, frame: Frame) -> bytes:
+        """The frame as one binary WebSocket message, framed once however many viewers
+        get it; the last one asked for is kept in :attr:`newest_frame_bytes` for the
+        viewers' fast path (which checks :attr:`newest_frame` first)."""
+        payload: bytes = frame.encoded("websocket", self.prepare_frame).payloadHybi
+        self.newest_frame, self.newest_frame_bytes = frame, payload
+        return payload
 
     def encoded_event(self, event: Event) -> bytes:
         """The event as UTF-8 JSON, encoded once however many viewers get it."""

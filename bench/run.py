@@ -433,11 +433,13 @@ def run_one(
                         "--camera-port",
                         str(camera_port),
                         "--loop",
-                        kind.split(":", 1)[1],
+                        kind.split(":", 1)[1].split("+")[0],
                         "--max-seconds",
                         str(budget + 60),
                     ]
                     + (["--poll-fps", str(args.fps)] if args.camera_mode == "getframe" else [])
+                    + (["--notsent-lowat", "65536"] if "+lowat" in kind else [])
+                    + (["--nagle"] if "+nagle" in kind else [])
                     + (["--tls-key", str(key), "--tls-cert", str(cert)] if plan.tls else []),
                     log,
                 )
@@ -533,7 +535,13 @@ def run_one(
                 profilers.append(
                     stack.enter_context(
                         started(
-                            py_spy(server_pid, args.duration, form, profile.with_suffix(suffix)),
+                            py_spy(
+                                server_pid,
+                                args.duration,
+                                form,
+                                profile.with_suffix(suffix),
+                                native=args.profile_native,
+                            ),
                             log,
                         )
                     )
@@ -1567,7 +1575,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile-native",
         action="store_true",
-        help="--profile-join with C frames (pauses the daemon at every sample)",
+        help="--profile and --profile-join with C frames (pauses the daemon at every sample)",
     )
     parser.add_argument(
         "--storm", action="store_true", help="all sockets connect at once (--concurrency 0)"
@@ -1627,7 +1635,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--huge-seconds", type=float, default=30.0, help="s to watch the RSS")
     parser.add_argument("--no-relay", action="store_true", help="skip the bare relay runs")
     parser.add_argument(
-        "--relay-loop", default="asyncio", help="asyncio, uvloop or both: asyncio,uvloop"
+        "--relay-loop",
+        default="asyncio",
+        help="asyncio, uvloop or both: asyncio,uvloop; +lowat and +nagle give the relay's viewer"
+        " sockets the daemon's options (uvloop+lowat+nagle: TCP_NOTSENT_LOWAT 64 KiB, no"
+        " TCP_NODELAY)",
     )
     parser.add_argument("--client-loop", choices=("auto", "asyncio", "uvloop"), default="auto")
     parser.add_argument(

@@ -323,8 +323,9 @@ def run_one(
     users: list[tuple[str, str]],
     profile: Path | None = None,
     profile_join: Path | None = None,
+    perf: Path | None = None,
 ) -> dict[str, Any]:
-    """Measure one configuration."""
+    """Measure one configuration (with py-spy, or ``perf record``, in its window)."""
     kind, n, slow, phones = plan.kind, plan.n, plan.slow, plan.phones
     label = run_label(plan, profile or profile_join)
     log = tmp / f"{label}.log"
@@ -546,6 +547,10 @@ def run_one(
                         )
                     )
                 )
+        if perf is not None:
+            profilers.append(
+                stack.enter_context(started(perf_record(server_pid, args.duration, perf), log))
+            )
         expect(viewers, deadline, "WINDOW_END")
         sampler.sample()
         memory = wl.memory_kb(server_pid)
@@ -594,6 +599,54 @@ def expect(process: subprocess.Popen[str], deadline: float, word: str) -> str:
     if not line.startswith(word):
         raise RunFailed(f"viewers said {line!r} (waiting for {word})")
     return line
+
+
+def perf_record(pid: int, seconds: float, output: Path) -> list[str]:
+    """Linux perf, sampling the process's CPU (kernel included) with call graphs."""
+    return [
+        "perf",
+        "record",
+        "--quiet",
+        "-F",
+        "999",
+        "-g",
+        "-p",
+        str(pid),
+        "-o",
+        str(output),
+        "--",
+        "sleep",
+        str(max(1, round(seconds))),
+    ]
+
+
+def perf_summary(data: Path) -> str:
+    """Where the process's CPU went, by function (own time), kernel and user space."""
+    found = subprocess.run(
+        [
+            "perf",
+            "report",
+            "-i",
+            str(data),
+            "--stdio",
+            "--no-children",
+            "--sort",
+            "dso,sym",
+            "--percent-limit",
+            "0.3",
+            "-g",
+            "none",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    return (
+        "\n".join(
+            line for line in found.stdout.splitlines() if line.strip() and not line.startswith("#")
+        )
+        + "\n"
+    )
 
 
 def py_spy(pid: int, seconds: float, form: str, output: Path, native: bool = False) -> list[str]:
@@ -1570,6 +1623,12 @@ def main(argv: list[str] | None = None) -> int:
         "--profile-join", type=int, default=0, help="an extra run at this N, py-spy on the join"
     )
     parser.add_argument(
+        "--perf",
+        type=int,
+        default=0,
+        help="extra runs at this N, the daemon and each --relay-loop under Linux perf",
+    )
+    parser.add_argument(
         "--profile-join-seconds", type=float, default=6.0, help="how long py-spy samples the join"
     )
     parser.add_argument(
@@ -1737,6 +1796,16 @@ def main(argv: list[str] | None = None) -> int:
                 summary = summarize_profile(raw)
                 (out / f"profile-{args.profile}-top.txt").write_text(summary)
                 print(summary)
+        if args.perf:
+            for kind in ["camproxy"] + [f"relay:{k}" for k in args.relay_loop.split(",")]:
+                data = tmp / f"perf-{args.perf}-{kind.replace(':', '-')}.data"
+                entry = attempt(args, tmp, Plan(kind, args.perf), users, perf=data)
+                entry["profile"] = True
+                results.append(entry)
+                if data.exists():
+                    summary = perf_summary(data)
+                    (out / f"perf-{args.perf}-{kind.replace(':', '-')}.txt").write_text(summary)
+                    print("\n".join(summary.splitlines()[:40]))
         if args.profile_join:
             profile = out / f"profile-join-{args.profile_join}.collapsed"
             entry = attempt(
@@ -1822,6 +1891,7 @@ def attempt(
     users: list[tuple[str, str]],
     profile: Path | None = None,
     profile_join: Path | None = None,
+    perf: Path | None = None,
 ) -> dict[str, Any]:
     label = (
         f"{plan.kind} N={plan.n}"
@@ -1834,7 +1904,7 @@ def attempt(
         wait_quiet(args.noise, args.quiet_wait)
     begun = time.monotonic()
     try:
-        result = run_one(args, tmp, plan, users, profile, profile_join)
+        result = run_one(args, tmp, plan, users, profile, profile_join, perf)
     except (RunFailed, OSError, ValueError, KeyError, subprocess.SubprocessError) as error:
         log_tail = tail(tmp / f"{run_label(plan, profile or profile_join)}.log")
         print(f"   FAILED: {error}\n{log_tail}", flush=True)

@@ -5,11 +5,9 @@ two ``epoll_ctl`` calls and a wake-up per write. For hundreds of viewers, each f
 written to each of them, that round trip was about a quarter of the daemon's CPU (see
 bench/RESULTS.md). When nothing is queued for the socket we send right away and hand
 Twisted only what the kernel did not take, so ordering, backpressure (pause/resume) and
-error handling stay Twisted's.
-
-The WebSocket viewer's frame path (``ViewerProtocol.send_frame``, once per frame and
-viewer) inlines :func:`write_now` with the socket's ``send`` from :func:`socket_send`;
-:func:`write_now` serves the rarer writes (a pending frame once a viewer drained).
+error handling stay Twisted's. The WebSocket viewer's frame path
+(``camproxy.viewers.websocket.ViewerFrames``) does this with the socket's ``send`` from
+:func:`socket_send`, after :func:`idle` said Twisted holds nothing for it.
 """
 
 from __future__ import annotations
@@ -39,14 +37,3 @@ def idle(transport: Any) -> bool:
         and not transport._tempDataBuffer
         and len(transport.dataBuffer) == transport.offset
     )
-
-
-def write_now(transport: Any, data: bytes) -> None:
-    """Like ``transport.write(data)``, but sending at once when the socket is idle."""
-    if idle(transport):
-        sent = transport.writeSomeData(data)
-        if isinstance(sent, int):
-            if sent >= len(data):
-                return
-            data = data[sent:]
-    transport.write(data)

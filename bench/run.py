@@ -621,32 +621,24 @@ def perf_record(pid: int, seconds: float, output: Path) -> list[str]:
 
 
 def perf_summary(data: Path) -> str:
-    """Where the process's CPU went, by function (own time), kernel and user space."""
-    found = subprocess.run(
-        [
-            "perf",
-            "report",
-            "-i",
-            str(data),
-            "--stdio",
-            "--no-children",
-            "--sort",
-            "dso,sym",
-            "--percent-limit",
-            "0.3",
-            "-g",
-            "none",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    return (
-        "\n".join(
-            line for line in found.stdout.splitlines() if line.strip() and not line.startswith("#")
+    """Where the process's CPU went: by library (the kernel, the interpreter, ...), then
+    by function (own time)."""
+    parts = []
+    for sort, limit in (("dso", "0.1"), ("dso,sym", "0.3")):
+        found = subprocess.run(
+            [
+                *("perf", "report", "-i", str(data), "--stdio", "--no-children"),
+                *("--sort", sort, "--percent-limit", limit, "-g", "none"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
-        + "\n"
-    )
+        lines = [
+            line for line in found.stdout.splitlines() if line.strip() and not line.startswith("#")
+        ]
+        parts.append(f"by {sort}:\n" + "\n".join(lines))
+    return "\n\n".join(parts) + "\n"
 
 
 def py_spy(pid: int, seconds: float, form: str, output: Path, native: bool = False) -> list[str]:

@@ -1255,10 +1255,15 @@ def cameras_table(runs: list[dict[str, Any]]) -> list[str]:
         " | other load (one camera) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    # Each K-camera run against the one-camera run made right after it (same total N).
+    singles = [r for r in runs if plain(r) and r.get("cameras") == 1]
+    partner = {}
+    for n in {r["n"] for r in several}:
+        ks = [r for r in several if r["n"] == n]
+        ones = [r for r in singles if r["n"] == n]
+        partner.update({id(a): b for a, b in zip(ks, ones, strict=False)})
     for r in sorted(several, key=lambda r: (r["cameras"], r["n"])):
-        one = next(
-            (b for b in runs if plain(b) and b.get("cameras") == 1 and b["n"] == r["n"]), None
-        )
+        one = partner.get(id(r))
         mine, theirs = per_frame(r), per_frame(one)
         k = r["cameras"]
         by = r.get("by_camera") or []

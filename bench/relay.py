@@ -15,6 +15,11 @@ one outstanding, ``1/fps`` after the previous frame arrived.
 With ``--tls-cert``/``--tls-key`` the viewers connect over TLS (the event loop's own TLS:
 the floor for a Python process that encrypts).
 
+The viewer sockets have the event loop's defaults (asyncio and uvloop set ``TCP_NODELAY``);
+``--notsent-lowat`` and ``--nagle`` give them the daemon's options instead (it sets
+``TCP_NOTSENT_LOWAT`` = 64 KiB, and Twisted leaves Nagle's algorithm on), to tell what
+those cost the kernel.
+
 Prints ``READY port`` once it listens and is connected to the camera.
 """
 
@@ -23,15 +28,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import socket
 import ssl
 import sys
 from typing import cast
 
 import benchlib as wl
 
+#: ``socket.TCP_NOTSENT_LOWAT`` where Python knows it; 25 is its number on Linux.
+TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)
+
 
 class Relay:
-    def __init__(self, poll_fps: float) -> None:
+    def __init__(self, poll_fps: float, nagle: bool = False, notsent_lowat: int = 0) -> None:
+        self.nagle = nagle
+        self.notsent_lowat = notsent_lowat
         self.viewers: set[asyncio.Transport] = set()
         self.poll_interval = 1.0 / poll_fps if poll_fps > 0 else 0.0
         self.camera: CameraSide | None = None
@@ -114,6 +125,11 @@ class ViewerSide(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
+        sock = transport.get_extra_info("socket")
+        if self.relay.nagle:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
+        if self.relay.notsent_lowat:
+            sock.setsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, self.relay.notsent_lowat)
 
     def data_received(self, data: bytes) -> None:
         if self.upgraded:
@@ -134,7 +150,7 @@ class ViewerSide(asyncio.Protocol):
 
 async def serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
-    relay = Relay(args.poll_fps)
+    relay = Relay(args.poll_fps, args.nagle, args.notsent_lowat)
     ready: asyncio.Future[None] = loop.create_future()
     _, camera = await loop.create_connection(
         lambda: CameraSide(relay, args.camera_port, ready), "127.0.0.1", args.camera_port
@@ -171,6 +187,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-seconds", type=float, default=3600.0, help="exit after this")
     parser.add_argument("--tls-cert", help="serve the viewers over TLS with this PEM certificate")
     parser.add_argument("--tls-key", help="... and this PEM private key")
+    parser.add_argument(
+        "--notsent-lowat", type=int, default=0, help="TCP_NOTSENT_LOWAT of the viewer sockets"
+    )
+    parser.add_argument(
+        "--nagle", action="store_true", help="leave Nagle's algorithm on (no TCP_NODELAY)"
+    )
     args = parser.parse_args(argv)
     wl.raise_nofile(4096)
     if args.loop == "uvloop":

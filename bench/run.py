@@ -62,13 +62,22 @@ class RunFailed(Exception):
 
 
 class Plan(NamedTuple):
-    """One configuration to measure; ``kind`` is ``camproxy`` or ``relay:LOOP``."""
+    """One configuration to measure; ``kind`` is ``camproxy`` or ``relay:LOOP``.
+
+    ``n`` is the number of (fast) viewers in all. ``cameras`` 0 is the classic set-up: one
+    camera given with ``--camera`` and the viewers on ``/ws``; K >= 1 registers K cameras
+    in the daemon's database (``camproxy camera add``) and spreads the viewers over their
+    ``/cam/NAME/ws``. ``camera_kind`` is what the emulator speaks: ``robocam`` (WebSocket)
+    or ``esp32`` (the stock firmware's MJPEG stream).
+    """
 
     kind: str
     n: int
     slow: int = 0
     phones: int = 0
     tls: bool = False
+    cameras: int = 0
+    camera_kind: str = "robocam"
 
 
 # -- processes ----------------------------------------------------------------------------
@@ -117,29 +126,45 @@ def read_line(process: subprocess.Popen[str], deadline: float, what: str) -> str
 
 
 def wait_ready(process: subprocess.Popen[str], timeout: float, what: str) -> int:
+    return wait_ready_ports(process, timeout, what)[0]
+
+
+def wait_ready_ports(process: subprocess.Popen[str], timeout: float, what: str) -> list[int]:
+    """The ports of a ``READY port ...`` line."""
     line = read_line(process, time.monotonic() + timeout, what)
     if not line.startswith("READY "):
         raise RunFailed(f"{what} said {line!r}")
-    return int(line.split()[1])
+    return [int(word) for word in line.split()[1:]]
+
+
+def health(port: int, tls: bool = False) -> dict[str, Any] | None:
+    """The daemon's ``/health``, or None while it does not answer."""
+    context = ssl._create_unverified_context() if tls else None
+    try:
+        url = f"{'https' if tls else 'http'}://127.0.0.1:{port}/health"
+        with urllib.request.urlopen(url, timeout=1.0, context=context) as response:
+            found: dict[str, Any] = json.loads(response.read())
+            return found
+    except OSError:
+        return None
 
 
 def wait_camera_connected(
-    port: int, daemon: subprocess.Popen[Any], timeout: float, tls: bool = False
+    port: int, daemon: subprocess.Popen[Any], timeout: float, tls: bool = False, cameras: int = 0
 ) -> None:
+    """Until ``/health`` says the default camera (or all ``cameras``) are connected."""
     deadline = time.monotonic() + timeout
-    context = ssl._create_unverified_context() if tls else None
     while time.monotonic() < deadline:
         if daemon.poll() is not None:
             raise RunFailed(f"daemon exited with {daemon.returncode}")
-        try:
-            url = f"{'https' if tls else 'http'}://127.0.0.1:{port}/health"
-            with urllib.request.urlopen(url, timeout=1.0, context=context) as response:
-                if json.loads(response.read()).get("esp32_connected"):
-                    return
-        except OSError:
-            pass
+        found = health(port, tls)
+        if found is not None:
+            if cameras and found.get("cameras", {}).get("connected", 0) >= cameras:
+                return
+            if not cameras and found.get("esp32_connected"):
+                return
         time.sleep(0.1)
-    raise RunFailed("daemon never reported the camera connected on /health")
+    raise RunFailed("daemon never reported the camera(s) connected on /health")
 
 
 def tail(path: Path, lines: int = 15) -> str:
@@ -282,6 +307,8 @@ def make_certificate(directory: Path) -> tuple[Path, Path]:
 def run_label(plan: Plan, profile: Path | None) -> str:
     return (
         f"{plan.kind.replace(':', '-')}-n{plan.n}"
+        + (f"-cameras{plan.cameras}" if plan.cameras else "")
+        + (f"-{plan.camera_kind}" if plan.camera_kind != "robocam" else "")
         + (f"-slow{plan.slow}" if plan.slow else "")
         + (f"-phones{plan.phones}" if plan.phones else "")
         + ("-tls" if plan.tls else "")
@@ -296,8 +323,9 @@ def run_one(
     users: list[tuple[str, str]],
     profile: Path | None = None,
     profile_join: Path | None = None,
+    perf: Path | None = None,
 ) -> dict[str, Any]:
-    """Measure one configuration."""
+    """Measure one configuration (with py-spy, or ``perf record``, in its window)."""
     kind, n, slow, phones = plan.kind, plan.n, plan.slow, plan.phones
     label = run_label(plan, profile or profile_join)
     log = tmp / f"{label}.log"
@@ -311,6 +339,8 @@ def run_one(
         "slow": slow,
         "phones": phones,
         "tls": plan.tls,
+        "cameras": plan.cameras,
+        "camera_kind": plan.camera_kind,
         "label": label,
         "concurrency": args.concurrency,
         "sessions": args.sessions if kind == "camproxy" else None,
@@ -333,11 +363,26 @@ def run_one(
                     str(cam_log),
                     "--max-seconds",
                     str(budget + 60),
+                    "--kind",
+                    plan.camera_kind,
+                    "--cameras",
+                    str(max(1, plan.cameras)),
                 ],
                 log,
             )
         )
-        camera_port = wait_ready(camera, 30, "the camera emulator")
+        camera_ports = wait_ready_ports(camera, 60, "the camera emulator")
+        camera_port = camera_ports[0]
+        database = tmp / "bench.db"
+        paths = ["/ws"]
+        if plan.cameras:
+            # A database of its own, so that the cameras of one run are not the next one's.
+            database = tmp / f"{label}.db"
+            shutil.copyfile(tmp / "bench.db", database)
+            names = [f"cam{index}" for index in range(plan.cameras)]
+            for name, cam_port in zip(names, camera_ports, strict=True):
+                add_camera(tmp, database, name, camera_url(plan.camera_kind, cam_port))
+            paths = [f"/cam/{name}/ws" for name in names]
         if kind == "camproxy":
             port = wl.free_port()
             env = {
@@ -360,12 +405,15 @@ def run_one(
                         "camproxy",
                         "--listen",
                         listen,
-                        "--camera",
-                        f"ws://127.0.0.1:{camera_port}/ws",
+                        *(
+                            []
+                            if plan.cameras
+                            else ["--camera", camera_url(plan.camera_kind, camera_port)]
+                        ),
                         "--max-fps",
                         str(args.fps),
                         "--database",
-                        str(tmp / "bench.db"),
+                        str(database),
                         "--idle-close",
                         "0",
                     ],
@@ -376,7 +424,7 @@ def run_one(
                 )
             server_pid = server.pid
             stack.callback(stop, server)
-            wait_camera_connected(port, server, 60, plan.tls)
+            wait_camera_connected(port, server, 60, plan.tls, plan.cameras)
         else:
             relay = stack.enter_context(
                 started(
@@ -386,11 +434,13 @@ def run_one(
                         "--camera-port",
                         str(camera_port),
                         "--loop",
-                        kind.split(":", 1)[1],
+                        kind.split(":", 1)[1].split("+")[0],
                         "--max-seconds",
                         str(budget + 60),
                     ]
                     + (["--poll-fps", str(args.fps)] if args.camera_mode == "getframe" else [])
+                    + (["--notsent-lowat", "65536"] if "+lowat" in kind else [])
+                    + (["--nagle"] if "+nagle" in kind else [])
                     + (["--tls-key", str(key), "--tls-cert", str(cert)] if plan.tls else []),
                     log,
                 )
@@ -431,11 +481,13 @@ def run_one(
                     str(args.late_ms),
                     "--out",
                     str(viewer_out),
+                    "--paths",
+                    ",".join(paths),
                 ]
                 + (["--tls"] if plan.tls else [])
                 + (["--wait-go"] if profile_join else [])
                 + (
-                    ["--mint-sessions", str(tmp / "bench.db")]
+                    ["--mint-sessions", str(database)]
                     if kind == "camproxy" and args.sessions == "per-socket"
                     else []
                 ),
@@ -484,11 +536,21 @@ def run_one(
                 profilers.append(
                     stack.enter_context(
                         started(
-                            py_spy(server_pid, args.duration, form, profile.with_suffix(suffix)),
+                            py_spy(
+                                server_pid,
+                                args.duration,
+                                form,
+                                profile.with_suffix(suffix),
+                                native=args.profile_native,
+                            ),
                             log,
                         )
                     )
                 )
+        if perf is not None:
+            profilers.append(
+                stack.enter_context(started(perf_record(server_pid, args.duration, perf), log))
+            )
         expect(viewers, deadline, "WINDOW_END")
         sampler.sample()
         memory = wl.memory_kb(server_pid)
@@ -503,8 +565,9 @@ def run_one(
         viewers.wait(timeout=30)
     # Everything is stopped now; the camera wrote its log on SIGTERM.
     views = json.loads(viewer_out.read_text())
-    frames = json.loads(cam_log.read_text())
-    result.update(analyse(views, frames, n, slow))
+    camera_log = json.loads(cam_log.read_text())
+    logs = camera_log.get("cameras", [camera_log])
+    result.update(analyse(views, logs, n, slow))
     result["viewer_stats"] = {
         k: views[k] for k in ("texts", "pings", "loop", "login_seconds", "settle_s", "grace_s")
     }
@@ -514,8 +577,8 @@ def run_one(
     result["other_load"] = result["machine_busy_cores"] - sum(
         result[f"{name}_cpu_per_s"] for name in ("server", "client", "camera")
     )
-    result["camera_getframes"] = frames["getframes"]
-    result["camera_late_ticks"] = frames["late_ticks"]
+    result["camera_getframes"] = sum(log["getframes"] for log in logs)
+    result["camera_late_ticks"] = sum(log["late_ticks"] for log in logs)
     result["join"] = join_costs(views["join"], trace, n + slow + phones)
     # The join's CPU includes the frames sent meanwhile to the viewers already in: take
     # them off at this run's steady-state cost per frame, to leave the handshakes' own.
@@ -536,6 +599,46 @@ def expect(process: subprocess.Popen[str], deadline: float, word: str) -> str:
     if not line.startswith(word):
         raise RunFailed(f"viewers said {line!r} (waiting for {word})")
     return line
+
+
+def perf_record(pid: int, seconds: float, output: Path) -> list[str]:
+    """Linux perf, sampling the process's CPU (kernel included) with call graphs."""
+    return [
+        "perf",
+        "record",
+        "--quiet",
+        "-F",
+        "999",
+        "-g",
+        "-p",
+        str(pid),
+        "-o",
+        str(output),
+        "--",
+        "sleep",
+        str(max(1, round(seconds))),
+    ]
+
+
+def perf_summary(data: Path) -> str:
+    """Where the process's CPU went: by library (the kernel, the interpreter, ...), then
+    by function (own time)."""
+    parts = []
+    for sort, limit in (("dso", "0.1"), ("dso,sym", "0.3")):
+        found = subprocess.run(
+            [
+                *("perf", "report", "-i", str(data), "--stdio", "--no-children"),
+                *("--sort", sort, "--percent-limit", limit, "-g", "none"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        lines = [
+            line for line in found.stdout.splitlines() if line.strip() and not line.startswith("#")
+        ]
+        parts.append(f"by {sort}:\n" + "\n".join(lines))
+    return "\n\n".join(parts) + "\n"
 
 
 def py_spy(pid: int, seconds: float, form: str, output: Path, native: bool = False) -> list[str]:
@@ -575,26 +678,51 @@ def join_costs(join: dict[str, Any], trace: CpuTrace, sockets: int) -> dict[str,
     return found
 
 
-def analyse(views: dict[str, Any], camera: dict[str, Any], n: int, slow: int) -> dict[str, Any]:
+def analyse(
+    views: dict[str, Any], cameras: list[dict[str, Any]], n: int, slow: int
+) -> dict[str, Any]:
+    """The run's numbers from the viewers' counts and the camera logs (one per camera:
+    viewer i watched camera ``fast_cameras[i]``; each is judged against its own camera)."""
     t0, t1 = views["t0_ns"], views["t1_ns"]
     window = (t1 - t0) / 1e9
-    produced = [f for f in camera["frames"] if t0 <= f[1] < t1]
-    expected = len(produced)
+    produced_by = [[f for f in camera["frames"] if t0 <= f[1] < t1] for camera in cameras]
+    expected_by = [len(produced) for produced in produced_by]
     fast = views["fast_frames"]
+    watching = views.get("fast_cameras") or [0] * len(fast)
     # Viewers whose socket failed count as having received nothing.
-    fast = fast + [0] * max(0, n - len(fast))
+    missing = max(0, n - len(fast))
+    fast = fast + [0] * missing
+    watching = watching + [index % len(cameras) for index in range(missing)]
     # The phones count the frames they received during the window, whatever the stamp.
     delivered = sum(fast) + sum(views["slow_frames"]) + sum(views["phones"]["frames"])
-    skipped = [expected - got for got in fast]
+    expected_of = [expected_by[c] for c in watching]
+    skipped = [want - got for got, want in zip(fast, expected_of, strict=True)]
+    shares = [got / want for got, want in zip(fast, expected_of, strict=True) if want]
+    by_camera = []
+    for index, expected in enumerate(expected_by):
+        got = [f for f, c in zip(fast, watching, strict=True) if c == index]
+        by_camera.append(
+            {
+                "camera_frames": expected,
+                "camera_fps": expected / window,
+                "viewers": len(got),
+                "fps_median": statistics.median(got) / window if got else None,
+                "share_worst": min(got) / expected if got and expected else None,
+                "latency_ms": (views.get("latency_ms_by_camera") or [None] * len(cameras))[index],
+            }
+        )
+    mean_expected = sum(expected_by) / len(cameras)
     return {
         "window_s": window,
-        "camera_frames": expected,
-        "camera_fps": expected / window,
-        "camera_dropped": sum(1 for f in produced if f[3]),
+        # With several cameras, the mean of theirs.
+        "camera_frames": mean_expected,
+        "camera_fps": mean_expected / window,
+        "by_camera": by_camera if len(cameras) > 1 else None,
+        "camera_dropped": sum(1 for produced in produced_by for f in produced if f[3]),
         "fps_median": statistics.median(fast) / window if fast else None,
         "fps_worst": min(fast) / window if fast else None,
-        "share_worst": min(fast) / expected if fast and expected else None,
-        "share_median": statistics.median(fast) / expected if fast and expected else None,
+        "share_worst": min(shares) if shares else None,
+        "share_median": statistics.median(shares) if shares else None,
         "skipped_median": statistics.median(skipped) if skipped else None,
         "skipped_max": max(skipped) if skipped else None,
         "slow_frames": views["slow_frames"],
@@ -608,7 +736,252 @@ def analyse(views: dict[str, Any], camera: dict[str, Any], n: int, slow: int) ->
     }
 
 
+# -- start-up with many cameras, and a camera's huge part ---------------------------------
+
+
+def start_daemon(
+    args: argparse.Namespace, tmp: Path, database: Path, log: Path, extra: list[str]
+) -> tuple[subprocess.Popen[Any], int]:
+    """``twistd -n camproxy`` on a free port with ``database``; returns it and the port."""
+    port = wl.free_port()
+    env = {**os.environ, "SECRET_KEY": secrets.token_hex(32), "LOG_LEVEL": args.log_level}
+    env.pop("DATABASE_URL", None)
+    with open(log, "ab") as out:
+        server = subprocess.Popen(
+            [
+                str(BIN / "twistd"),
+                "-n",
+                "--pidfile=",
+                "camproxy",
+                "--listen",
+                f"tcp:{port}:interface=127.0.0.1",
+                "--max-fps",
+                str(args.fps),
+                "--database",
+                str(database),
+                *extra,
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=tmp,
+        )
+    return server, port
+
+
+def get_timed(url: str, headers: dict[str, str]) -> tuple[float, int, bytes]:
+    """One GET: seconds to the whole answer, the status and the body."""
+    request = urllib.request.Request(url, headers=headers)
+    began = time.perf_counter()
+    with urllib.request.urlopen(request, timeout=30) as response:
+        body = response.read()
+        return time.perf_counter() - began, response.status, body
+
+
+def startup_run(
+    args: argparse.Namespace, tmp: Path, count: int, user: str, attempts: int = 3
+) -> dict[str, Any]:
+    """Start-up time, ``/api/cameras`` and the idle daemon with ``count`` cameras in the
+    table: ``jpeg`` cameras at a closed 127.0.0.1 port, added with ``camproxy camera add``
+    (as they need not be reachable: nobody watches them)."""
+    database = tmp / f"startup-{count}.db"
+    shutil.copyfile(tmp / "bench.db", database)
+    closed = wl.free_port()  # nothing listens there
+    began = time.monotonic()
+    for index in range(count):
+        add_camera(
+            tmp, database, f"cam{index:03d}", f"http://127.0.0.1:{closed}/snapshot.jpg", "jpeg"
+        )
+    adding = time.monotonic() - began
+    made = subprocess.run(
+        [
+            str(BIN / "camproxy"),
+            "token",
+            "add",
+            user,
+            f"startup{count}",
+            "--database",
+            str(database),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=tmp,
+        timeout=60,
+    )
+    token = next(w for w in made.stdout.split() if w.startswith("cpx_"))
+    found: dict[str, Any] = {"cameras": count, "add_s": adding, "attempts": []}
+    for attempt in range(attempts):
+        log = tmp / f"startup-{count}-{attempt}.log"
+        if args.quiet_wait > 0:
+            wait_quiet(args.noise, args.quiet_wait)
+        machine_before = wl.machine_cpu()
+        began = time.monotonic()
+        server, port = start_daemon(args, tmp, database, log, [])
+        try:
+            while health(port) is None:
+                if server.poll() is not None or time.monotonic() - began > 120:
+                    raise RunFailed(f"daemon never answered /health: {tail(log)}")
+                time.sleep(0.01)
+            up = time.monotonic() - began
+            machine_after = wl.machine_cpu()
+            url = f"http://127.0.0.1:{port}/api/cameras"
+            headers = {"Authorization": f"Bearer {token}"}
+            times = []
+            listed = 0
+            size = 0
+            for _ in range(20):
+                seconds, status, body = get_timed(url, headers)
+                if status != 200:
+                    raise RunFailed(f"/api/cameras answered {status}")
+                listed, size = len(json.loads(body)), len(body)
+                times.append(seconds * 1e3)
+            cpu0 = wl.cpu_seconds(server.pid)
+            time.sleep(5)
+            idle_cpu = (wl.cpu_seconds(server.pid) - cpu0) / 5
+            memory = wl.memory_kb(server.pid)
+            busy = (machine_after[0] - machine_before[0]) / max(
+                1.0, machine_after[1] - machine_before[1]
+            )
+            found["attempts"].append(
+                {
+                    "startup_s": up,
+                    "machine_busy_cores_during_startup": busy * (os.cpu_count() or 1),
+                    "api_first_ms": times[0],
+                    "api_median_ms": statistics.median(times[1:]),
+                    "api_max_ms": max(times[1:]),
+                    "api_cameras_listed": listed,
+                    "api_bytes": size,
+                    "idle_cpu_per_s": idle_cpu,
+                    "rss_kb": memory["VmRSS"],
+                    "cameras_on_health": (health(port) or {}).get("cameras"),
+                }
+            )
+        finally:
+            stop(server)
+    for key in ("startup_s", "api_first_ms", "api_median_ms", "idle_cpu_per_s", "rss_kb"):
+        found[key] = statistics.median(a[key] for a in found["attempts"])
+    print(
+        f"   {count} cameras: start-up {found['startup_s']:.2f} s, /api/cameras first "
+        f"{found['api_first_ms']:.1f} ms, then {found['api_median_ms']:.1f} ms; idle CPU "
+        f"{found['idle_cpu_per_s']:.3f} s/s, RSS {found['rss_kb'] / 1024:.1f} MB",
+        flush=True,
+    )
+    return found
+
+
+def huge_run(args: argparse.Namespace, tmp: Path, mode: str) -> dict[str, Any]:
+    """The daemon's memory while its ESP32 camera sends one part far over the frame size
+    limit (``length``: a ``Content-Length`` of ``--huge-mb``; ``endless``: none, never
+    ending), after ``--huge-after`` s of normal frames; VmRSS sampled every 50 ms."""
+    label = f"huge-{mode}"
+    log, cam_log = tmp / f"{label}.log", tmp / f"{label}-camera.json"
+    seconds = args.huge_seconds
+    if args.quiet_wait > 0:
+        wait_quiet(args.noise, args.quiet_wait)
+    with ExitStack() as stack:
+        camera = stack.enter_context(
+            started(
+                [
+                    PYTHON,
+                    str(HERE / "camemu.py"),
+                    "--kind",
+                    "esp32",
+                    "--fps",
+                    str(args.fps),
+                    "--frame-bytes",
+                    str(int(args.frame_kb * 1024)),
+                    "--huge-part",
+                    mode,
+                    "--huge-bytes",
+                    str(int(args.huge_mb * (1 << 20))),
+                    "--huge-after",
+                    str(round(args.huge_after * args.fps)),
+                    "--log",
+                    str(cam_log),
+                    "--max-seconds",
+                    str(seconds + 120),
+                ],
+                log,
+            )
+        )
+        camera_port = wait_ready(camera, 60, "the camera emulator")
+        server, port = start_daemon(
+            args,
+            tmp,
+            tmp / "bench.db",
+            log,
+            ["--camera", camera_url("esp32", camera_port), "--idle-close", "0"],
+        )
+        stack.callback(stop, server)
+        wait_camera_connected(port, server, 60)
+        samples: list[tuple[int, int, float]] = []
+        connected: list[tuple[int, bool]] = []
+        began = time.monotonic()
+        cpu0 = wl.cpu_seconds(server.pid)
+        while time.monotonic() - began < seconds:
+            memory = wl.memory_kb(server.pid)
+            samples.append((time.time_ns(), memory["VmRSS"], wl.cpu_seconds(server.pid)))
+            if len(samples) % 10 == 0:
+                connected.append(
+                    (time.time_ns(), bool((health(port) or {}).get("esp32_connected")))
+                )
+            time.sleep(0.05)
+        cpu = wl.cpu_seconds(server.pid) - cpu0
+        hwm = wl.memory_kb(server.pid)["VmHWM"]
+    camera_log = json.loads(cam_log.read_text())
+    events = camera_log["huge_events"]
+    first = events[0][0] if events else samples[-1][0]
+    before = [rss for t, rss, _ in samples if t < first]
+    after = [rss for t, rss, _ in samples if t >= first]
+    found = {
+        "mode": mode,
+        "huge_mb": args.huge_mb if mode == "length" else None,
+        "seconds": seconds,
+        "rss_before_kb": statistics.median(before) if before else None,
+        "rss_peak_kb": max(after) if after else None,
+        "rss_end_kb": samples[-1][1],
+        "hwm_kb": hwm,
+        "daemon_cpu_per_s": cpu / seconds,
+        "huge_parts": len(events),
+        "huge_bytes_sent": sum(e[2] for e in events),
+        "huge_part_seconds": [((e[1] or time.time_ns()) - e[0]) / 1e9 for e in events],
+        "stream_connects": camera_log["connects"],
+        "frames_sent": len(camera_log["frames"]),
+        "connected_share": (
+            sum(1 for _, ok in connected if ok) / len(connected) if connected else None
+        ),
+        "rss_series": [(round((t - first) / 1e6), rss) for t, rss, _ in samples[::4]],
+    }
+    print(
+        f"   huge part ({mode}): {found['huge_parts']} sent, "
+        f"{found['huge_bytes_sent'] / (1 << 20):.0f} MiB in all; RSS before "
+        f"{fmt(found['rss_before_kb'] and found['rss_before_kb'] / 1024)} MB, peak "
+        f"{fmt(found['rss_peak_kb'] and found['rss_peak_kb'] / 1024)} MB, VmHWM "
+        f"{hwm / 1024:.1f} MB; daemon CPU {found['daemon_cpu_per_s']:.2f} s/s",
+        flush=True,
+    )
+    return found
+
+
 # -- users, profile, report ---------------------------------------------------------------
+
+
+def camera_url(kind: str, port: int) -> str:
+    """The camera's URL for the daemon: a RoboCam's socket, or an ESP32's base URL."""
+    return f"ws://127.0.0.1:{port}/ws" if kind == "robocam" else f"http://127.0.0.1:{port}"
+
+
+def add_camera(tmp: Path, database: Path, name: str, url: str, kind: str | None = None) -> None:
+    """``camproxy camera add``, as an administrator would before starting the daemon."""
+    subprocess.run(
+        [str(BIN / "camproxy"), "camera", "add", name, url, "--database", str(database)]
+        + (["--kind", kind] if kind else []),
+        check=True,
+        capture_output=True,
+        cwd=tmp,
+        timeout=60,
+    )
 
 
 def create_users(tmp: Path, count: int) -> list[tuple[str, str]]:
@@ -721,6 +1094,10 @@ def fmt(value: Any, spec: str = ".1f") -> str:
     return format(value, spec)
 
 
+def percent(share: float | None) -> float | None:
+    return share * 100 if share is not None else None
+
+
 def per_frame(run: dict[str, Any] | None) -> float | None:
     return run.get("server_us_per_frame") if run else None
 
@@ -729,7 +1106,12 @@ def relay_kinds(results: list[dict[str, Any]]) -> list[str]:
     return sorted({r["kind"] for r in results if r["kind"].startswith("relay")})
 
 
-def markdown(results: list[dict[str, Any]], settings: dict[str, Any]) -> str:
+def markdown(
+    results: list[dict[str, Any]],
+    settings: dict[str, Any],
+    startup: list[dict[str, Any]] | None = None,
+    huge: list[dict[str, Any]] | None = None,
+) -> str:
     everything = [r for r in results if "error" not in r]
     # The main tables: plain TCP, no slow viewers or phones, no profiler attached.
     ok = [r for r in everything if not r.get("tls")]
@@ -741,6 +1123,7 @@ def markdown(results: list[dict[str, Any]], settings: dict[str, Any]) -> str:
             and not r["slow"]
             and not r.get("phones")
             and not r.get("profile")
+            and classic(r)
         ),
         key=lambda r: r["n"],
     )
@@ -830,11 +1213,179 @@ def markdown(results: list[dict[str, Any]], settings: dict[str, Any]) -> str:
                 f"| {fmt((r['rss_kb'] - base['rss_kb']) / 1024 if base else None, '+.1f')} |"
             )
     out += join_table(everything) + phone_table(everything, own) + tls_table(everything)
+    out += cameras_table(everything) + kind_table(everything)
+    out += startup_table(startup or []) + huge_table(huge or [])
     failed = [r for r in results if "error" in r]
     if failed:
         out += ["", "Runs that failed:", ""]
         out += [f"- {r['label']}: {r['error']}" for r in failed]
     return "\n".join(out) + "\n"
+
+
+def classic(run: dict[str, Any]) -> bool:
+    """One RoboCam given with ``--camera``, viewers on ``/ws``: the main tables' set-up."""
+    return not run.get("cameras") and run.get("camera_kind", "robocam") == "robocam"
+
+
+def plain(run: dict[str, Any]) -> bool:
+    """A daemon run without slow viewers, phones, TLS or profiler."""
+    return (
+        run["kind"] == "camproxy"
+        and not run["slow"]
+        and not run.get("phones")
+        and not run.get("tls")
+        and not run.get("profile")
+    )
+
+
+def cameras_table(runs: list[dict[str, Any]]) -> list[str]:
+    """K cameras against one camera with the same number of viewers in all."""
+    several = [r for r in runs if plain(r) and (r.get("cameras") or 0) > 1]
+    if not several:
+        return []
+    out = [
+        "",
+        "Several cameras: K cameras registered in the daemon's database, each with its own"
+        " emulated RoboCam, the viewers spread evenly over `/cam/NAME/ws`; against one"
+        " camera registered the same way with the same number of viewers in all.",
+        "",
+        "| K cameras x viewers each | worst viewer: % of its camera's frames (worst camera)"
+        " | camera fps (min) | latency p50 / p99 ms | daemon µs/frame | one camera, same N:"
+        " µs/frame | ratio | daemon RSS MB | one camera: RSS MB | RSS per extra camera MB"
+        " | other load (one camera) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    # Each K-camera run against the one-camera run made right after it (same total N).
+    singles = [r for r in runs if plain(r) and r.get("cameras") == 1]
+    partner = {}
+    for n in {r["n"] for r in several}:
+        ks = [r for r in several if r["n"] == n]
+        ones = [r for r in singles if r["n"] == n]
+        partner.update({id(a): b for a, b in zip(ks, ones, strict=False)})
+    for r in sorted(several, key=lambda r: (r["cameras"], r["n"])):
+        one = partner.get(id(r))
+        mine, theirs = per_frame(r), per_frame(one)
+        k = r["cameras"]
+        by = r.get("by_camera") or []
+        fps_min = min((c["camera_fps"] for c in by), default=None)
+        rss_per = (r["rss_kb"] - one["rss_kb"]) / 1024 / (k - 1) if one else None
+        out.append(
+            f"| {k} x {r['n'] // k} | "
+            f"{fmt(r['share_worst'] * 100 if r['share_worst'] is not None else None)} % "
+            f"| {fmt(fps_min, '.2f')} "
+            f"| {fmt(r['latency_ms']['p50'], '.2f')} / {fmt(r['latency_ms']['p99'], '.2f')} "
+            f"| {fmt(mine, '.1f')} | {fmt(theirs, '.1f')} "
+            f"| {fmt(mine / theirs if mine and theirs else None, '.2f')}x "
+            f"| {fmt(r['rss_kb'] / 1024)} | {fmt(one['rss_kb'] / 1024 if one else None)} "
+            f"| {fmt(rss_per, '+.2f')} "
+            f"| {fmt(r['other_load'], '.2f')} ({fmt(one['other_load'] if one else None, '.2f')}) |"
+        )
+    for r in sorted(several, key=lambda r: (r["cameras"], r["n"])):
+        out += [
+            "",
+            f"Per camera, {r['cameras']} cameras x {r['n'] // r['cameras']} viewers:",
+            "",
+            "| camera | viewers | camera fps | fps/viewer median | worst viewer: % of the"
+            " camera's frames | latency p50 / p99 ms |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for index, c in enumerate(r.get("by_camera") or []):
+            lat = c.get("latency_ms") or {}
+            out.append(
+                f"| cam{index} | {c['viewers']} | {fmt(c['camera_fps'], '.2f')} "
+                f"| {fmt(c['fps_median'], '.2f')} "
+                f"| {fmt(c['share_worst'] * 100 if c['share_worst'] is not None else None)} % "
+                f"| {fmt(lat.get('p50'), '.2f')} / {fmt(lat.get('p99'), '.2f')} |"
+            )
+    return out
+
+
+def kind_table(runs: list[dict[str, Any]]) -> list[str]:
+    """The same viewers behind a RoboCam and behind an ESP32 (the MJPEG stream)."""
+    kinds = [r for r in runs if plain(r) and not r.get("cameras")]
+    if not any(r.get("camera_kind", "robocam") != "robocam" for r in kinds):
+        return []
+    out = [
+        "",
+        "Camera kinds: the same frames (stamped 30 KB JPEGs) from the RoboCam emulator"
+        " (WebSocket) and from the stock ESP32 firmware's emulator (`/stream`, chunked"
+        " MJPEG), to the same viewers on `/ws`.",
+        "",
+        "| N | camera kind | camera fps | fps worst | worst viewer: % of camera frames"
+        " | latency p50 / p99 ms | daemon CPU s/s | daemon µs/frame | daemon RSS MB"
+        " | other load |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in sorted(kinds, key=lambda r: (r["n"], r.get("camera_kind", "robocam") != "robocam")):
+        out.append(
+            f"| {r['n']} | {r.get('camera_kind', 'robocam')} | {fmt(r['camera_fps'], '.2f')} "
+            f"| {fmt(r['fps_worst'], '.2f')} "
+            f"| {fmt(r['share_worst'] * 100 if r['share_worst'] is not None else None)} % "
+            f"| {fmt(r['latency_ms']['p50'], '.2f')} / {fmt(r['latency_ms']['p99'], '.2f')} "
+            f"| {fmt(r['server_cpu_per_s'], '.3f')} | {fmt(per_frame(r), '.1f')} "
+            f"| {fmt(r['rss_kb'] / 1024)} | {fmt(r['other_load'], '.2f')} |"
+        )
+    return out
+
+
+def startup_table(runs: list[dict[str, Any]]) -> list[str]:
+    if not runs:
+        return []
+    out = [
+        "",
+        "Start-up and `/api/cameras` with M cameras in the database (`jpeg` cameras at a"
+        " closed port, unwatched); medians of the attempts. Start-up: from starting"
+        " `twistd` to the first answer of `/health` (the database is open and upgraded"
+        " before the port is bound). `/api/cameras` with a Bearer token, 20 times in a row.",
+        "",
+        "| cameras | start-up s (each attempt) | `/api/cameras` first / then median / max ms"
+        " | cameras listed (bytes) | idle daemon CPU s/s | RSS MB | adding them with the CLI s |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in runs:
+        tries = r["attempts"]
+        out.append(
+            f"| {r['cameras']} | {fmt(r['startup_s'], '.2f')}"
+            f" ({', '.join(fmt(a['startup_s'], '.2f') for a in tries)}) "
+            f"| {fmt(r['api_first_ms'], '.1f')} / {fmt(r['api_median_ms'], '.1f')} / "
+            f"{fmt(max(a['api_max_ms'] for a in tries), '.1f')} "
+            f"| {tries[0]['api_cameras_listed']} ({tries[0]['api_bytes']:,}) "
+            f"| {fmt(r['idle_cpu_per_s'], '.3f')} | {fmt(r['rss_kb'] / 1024)} "
+            f"| {fmt(r['add_s'], '.0f')} |"
+        )
+    return out
+
+
+def huge_table(runs: list[dict[str, Any]]) -> list[str]:
+    if not runs:
+        return []
+    out = [
+        "",
+        "An ESP32 camera sending one part far over the daemon's frame limit (4 MiB): the"
+        " daemon's memory, sampled every 50 ms.",
+        "",
+        "| huge part | parts sent (bytes in all) | part lasted s | RSS before MB"
+        " | RSS peak MB | VmHWM MB | RSS at the end MB | stream connects | daemon CPU s/s"
+        " | camera connected (share of the time) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in runs:
+        what = (
+            f"Content-Length {r['huge_mb']:g} MiB"
+            if r["mode"] == "length"
+            else "endless, no length"
+        )
+        kb = 1 / 1024
+        out.append(
+            f"| {what} | {r['huge_parts']} ({r['huge_bytes_sent'] / (1 << 20):,.0f} MiB) "
+            f"| {', '.join(fmt(x, '.1f') for x in r['huge_part_seconds'])} "
+            f"| {fmt(r['rss_before_kb'] and r['rss_before_kb'] * kb)} "
+            f"| {fmt(r['rss_peak_kb'] and r['rss_peak_kb'] * kb)} | {fmt(r['hwm_kb'] * kb)} "
+            f"| {fmt(r['rss_end_kb'] * kb)} | {r['stream_connects']} "
+            f"| {fmt(r['daemon_cpu_per_s'], '.2f')} "
+            f"| {fmt(percent(r['connected_share']), '.0f')} % |"
+        )
+    return out
 
 
 def join_table(runs: list[dict[str, Any]]) -> list[str]:
@@ -866,6 +1417,8 @@ def join_table(runs: list[dict[str, Any]]) -> list[str]:
             f" {j['fast']} settled)"
         )
         label = f"{r['n']}" + (f" + {r['phones']} phones" if r.get("phones") else "")
+        label += f" on {r['cameras']} camera(s)" if r.get("cameras") else ""
+        label += f" ({r['camera_kind']})" if r.get("camera_kind", "robocam") != "robocam" else ""
         label += f" + {r['slow']} slow" if r["slow"] else ""
         label += " TLS" if r.get("tls") else ""
         label += " (py-spy)" if r.get("profile") else ""
@@ -1067,12 +1620,18 @@ def main(argv: list[str] | None = None) -> int:
         "--profile-join", type=int, default=0, help="an extra run at this N, py-spy on the join"
     )
     parser.add_argument(
+        "--perf",
+        type=int,
+        default=0,
+        help="extra runs at this N, the daemon and each --relay-loop under Linux perf",
+    )
+    parser.add_argument(
         "--profile-join-seconds", type=float, default=6.0, help="how long py-spy samples the join"
     )
     parser.add_argument(
         "--profile-native",
         action="store_true",
-        help="--profile-join with C frames (pauses the daemon at every sample)",
+        help="--profile and --profile-join with C frames (pauses the daemon at every sample)",
     )
     parser.add_argument(
         "--storm", action="store_true", help="all sockets connect at once (--concurrency 0)"
@@ -1105,9 +1664,38 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--users", type=int, default=10, help="accounts the viewers share")
     parser.add_argument("--camera-mode", choices=("push", "getframe", "both"), default="push")
+    parser.add_argument(
+        "--camera-kind",
+        default="robocam",
+        help="robocam, esp32 or both: robocam,esp32 (the emulated firmware)",
+    )
+    parser.add_argument(
+        "--cameras",
+        type=int,
+        default=0,
+        help="K cameras with --viewers viewers each, and one camera with K times as many",
+    )
+    parser.add_argument(
+        "--startup-cameras",
+        type=int,
+        default=0,
+        help="also: start-up time and /api/cameras with 1 and with M cameras in the table",
+    )
+    parser.add_argument(
+        "--huge-part",
+        default="",
+        help="also: the daemon's RSS while an ESP32 sends a huge part: length, endless or both",
+    )
+    parser.add_argument("--huge-mb", type=float, default=256.0, help="the length part's MiB")
+    parser.add_argument("--huge-after", type=float, default=3.0, help="s of frames before it")
+    parser.add_argument("--huge-seconds", type=float, default=30.0, help="s to watch the RSS")
     parser.add_argument("--no-relay", action="store_true", help="skip the bare relay runs")
     parser.add_argument(
-        "--relay-loop", default="asyncio", help="asyncio, uvloop or both: asyncio,uvloop"
+        "--relay-loop",
+        default="asyncio",
+        help="asyncio, uvloop or both: asyncio,uvloop; +lowat and +nagle give the relay's viewer"
+        " sockets the daemon's options (uvloop+lowat+nagle: TCP_NOTSENT_LOWAT 64 KiB, no"
+        " TCP_NODELAY)",
     )
     parser.add_argument("--client-loop", choices=("auto", "asyncio", "uvloop"), default="auto")
     parser.add_argument(
@@ -1134,10 +1722,19 @@ def main(argv: list[str] | None = None) -> int:
     slow_at = parse_ns(args.slow_at) if args.slow_at else ns
     phones_at = parse_ns(args.phones_at) if args.phones_at else ns
     plan: list[Plan] = []
+    camera_kinds = args.camera_kind.split(",")
     for secure in {"off": [False], "on": [True], "both": [False, True]}[args.tls]:
         for n in ns:
-            plan.append(Plan("camproxy", n, tls=secure))
-            if not args.no_relay:
+            for camera_kind in camera_kinds:
+                if args.cameras:
+                    # N viewers on each of K cameras, and as many on one camera.
+                    total = n * args.cameras
+                    plan.append(Plan("camproxy", total, tls=secure, cameras=args.cameras))
+                    if args.cameras > 1:
+                        plan.append(Plan("camproxy", total, tls=secure, cameras=1))
+                else:
+                    plan.append(Plan("camproxy", n, tls=secure, camera_kind=camera_kind))
+            if not args.no_relay and not args.cameras:
                 plan += [
                     Plan(f"relay:{loop}", n, tls=secure) for loop in args.relay_loop.split(",")
                 ]
@@ -1150,13 +1747,17 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if args.from_json:
         report = json.loads(Path(args.from_json).read_text())
-        (out / "results.md").write_text(markdown(report["runs"], report["settings"]))
+        (out / "results.md").write_text(
+            markdown(report["runs"], report["settings"], report.get("startup"), report.get("huge"))
+        )
         plot(report["runs"], out / "plot.png")
         print((out / "results.md").read_text())
         return 0
     tmp = Path(tempfile.mkdtemp(prefix="camproxy-bench-"))
     wl.raise_nofile(4096)
     results: list[dict[str, Any]] = []
+    startup: list[dict[str, Any]] = []
+    huge: list[dict[str, Any]] = []
     started_at = time.monotonic()
     try:
         print(f"creating {args.users} users in {tmp}", flush=True)
@@ -1171,6 +1772,17 @@ def main(argv: list[str] | None = None) -> int:
                 if "error" not in again and noise(again) < noise(result):
                     result = again
             results.append(result)
+        if args.startup_cameras:
+            user = users[0][0]
+            for count in (1, args.startup_cameras):
+                print(f"-- start-up with {count} cameras", flush=True)
+                startup.append(startup_run(args, tmp, count, user))
+        for mode in [m for m in args.huge_part.split(",") if m]:
+            print(f"-- huge part: {mode}", flush=True)
+            try:
+                huge.append(huge_run(args, tmp, mode))
+            except (RunFailed, OSError, ValueError, KeyError) as error:
+                print(f"   FAILED: {error}", flush=True)
         if args.profile:
             profile = out / f"profile-{args.profile}"
             entry = attempt(args, tmp, Plan("camproxy", args.profile), users, profile)
@@ -1181,6 +1793,16 @@ def main(argv: list[str] | None = None) -> int:
                 summary = summarize_profile(raw)
                 (out / f"profile-{args.profile}-top.txt").write_text(summary)
                 print(summary)
+        if args.perf:
+            for kind in ["camproxy"] + [f"relay:{k}" for k in args.relay_loop.split(",")]:
+                data = tmp / f"perf-{args.perf}-{kind.replace(':', '-')}.data"
+                entry = attempt(args, tmp, Plan(kind, args.perf), users, perf=data)
+                entry["profile"] = True
+                results.append(entry)
+                if data.exists():
+                    summary = perf_summary(data)
+                    (out / f"perf-{args.perf}-{kind.replace(':', '-')}.txt").write_text(summary)
+                    print("\n".join(summary.splitlines()[:40]))
         if args.profile_join:
             profile = out / f"profile-join-{args.profile_join}.collapsed"
             entry = attempt(
@@ -1221,14 +1843,16 @@ def main(argv: list[str] | None = None) -> int:
         },
         "elapsed_s": time.monotonic() - started_at,
         "runs": results,
+        "startup": startup,
+        "huge": huge,
     }
     (out / "results.json").write_text(json.dumps(report, indent=1))
-    table = markdown(results, report["settings"])
+    table = markdown(results, report["settings"], startup, huge)
     (out / "results.md").write_text(table)
     plotted = plot(results, out / "plot.png")
     print(table)
     print(f"wrote {out / 'results.json'}, {out / 'results.md'}" + (", plot.png" if plotted else ""))
-    measured = any("error" not in r for r in results)
+    measured = any("error" not in r for r in results) or bool(startup or huge)
     return 0 if measured else 1
 
 
@@ -1264,6 +1888,7 @@ def attempt(
     users: list[tuple[str, str]],
     profile: Path | None = None,
     profile_join: Path | None = None,
+    perf: Path | None = None,
 ) -> dict[str, Any]:
     label = (
         f"{plan.kind} N={plan.n}"
@@ -1276,7 +1901,7 @@ def attempt(
         wait_quiet(args.noise, args.quiet_wait)
     begun = time.monotonic()
     try:
-        result = run_one(args, tmp, plan, users, profile, profile_join)
+        result = run_one(args, tmp, plan, users, profile, profile_join, perf)
     except (RunFailed, OSError, ValueError, KeyError, subprocess.SubprocessError) as error:
         log_tail = tail(tmp / f"{run_label(plan, profile or profile_join)}.log")
         print(f"   FAILED: {error}\n{log_tail}", flush=True)

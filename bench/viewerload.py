@@ -4,6 +4,8 @@ Logs in like a browser (GET /login, the form's ``csrf_token``, POST /login, keep
 ``camproxy_session`` cookie; one login per user, each session shared by several sockets),
 opens N sockets on ``/ws`` and counts every binary message, reading its send stamp (see
 ``benchlib``) to get the added latency. ``--users ""`` skips the login, for the bare relay.
+``--paths /cam/a/ws,/cam/b/ws`` spreads the sockets over several cameras' sockets (socket
+i on path i mod K) and reports per camera too.
 
 Besides the fast viewers it can open ``--slow`` sockets that never read after the
 handshake, and ``--phones`` "slow phones" that read at a limited rate (``--phone-rate``
@@ -40,6 +42,7 @@ import statistics
 import sys
 import time
 import urllib.parse
+from collections import Counter
 from typing import Any, cast
 
 import benchlib as wl
@@ -73,10 +76,17 @@ class Viewer(asyncio.BufferedProtocol):
     transport: asyncio.Transport
 
     def __init__(
-        self, request: bytes, role: str, opened: asyncio.Future[Viewer], rate: float = 0.0
+        self,
+        request: bytes,
+        role: str,
+        opened: asyncio.Future[Viewer],
+        rate: float = 0.0,
+        camera: int = 0,
     ) -> None:
         self.request = request
         self.role = role
+        #: Which of the ``--paths`` (cameras) this socket watches.
+        self.camera = camera
         self.slow = role == SLOW
         self.opened = opened
         #: Bytes per second a phone reads (0: as fast as it can).
@@ -393,6 +403,7 @@ async def connect_all(
 ) -> list[Viewer]:
     loop = asyncio.get_running_loop()
     who = roles(args)
+    paths = args.paths.split(",")
     gate = asyncio.Semaphore(args.concurrency or len(who) or 1)
     viewers: list[Viewer] = []
     failures: list[str] = []
@@ -404,13 +415,14 @@ async def connect_all(
         extra = f"Origin: {scheme}://127.0.0.1:{args.port}\r\n"
         if cookie:
             extra += f"Cookie: {cookie}\r\n"
-        request = wl.upgrade_request("127.0.0.1", args.port, "/ws", extra)
+        camera = index % len(paths)
+        request = wl.upgrade_request("127.0.0.1", args.port, paths[camera], extra)
         role = who[index]
         rate = args.phone_rate if role == PHONE else 0.0
         rcvbuf = {SLOW: args.slow_rcvbuf, PHONE: args.phone_rcvbuf}.get(role, 0)
         async with gate:
             opened: asyncio.Future[Viewer] = loop.create_future()
-            viewer = Viewer(request, role, opened, rate)
+            viewer = Viewer(request, role, opened, rate, camera)
             viewer.started = monotonic()
             try:
                 if rcvbuf:
@@ -485,7 +497,8 @@ def join_report(viewers: list[Viewer], began: float, connected: float) -> dict[s
     connected) and its frames are on time: from its last late frame (older than
     ``LATE_NS``) on, or from its first frame if none was late. All times are seconds
     since the first socket started to connect."""
-    total = len(viewers)
+    # The final count a viewer should get: the sockets on its camera.
+    per_camera = Counter(v.camera for v in viewers)
     fast = [v for v in viewers if v.role == FAST]
     tcp = [round((v.tcp_at - v.started) * 1e9) for v in viewers if v.tcp_at]
     opened = [round((v.open_at - v.started) * 1e9) for v in viewers if v.open_at]
@@ -494,7 +507,7 @@ def join_report(viewers: list[Viewer], began: float, connected: float) -> dict[s
     settled = [
         max(v.first_frame_at, v.last_late_at, v.last_count_at) - began
         for v in fast
-        if v.first_frame_at and v.last_count == total
+        if v.first_frame_at and v.last_count == per_camera[v.camera]
     ]
     return {
         "began_mono": began,
@@ -509,7 +522,7 @@ def join_report(viewers: list[Viewer], began: float, connected: float) -> dict[s
         "handshake_over_1s": sum(1 for t in opened if t > 1e9),
         "count_messages": sum(v.counts for v in viewers),
         "texts": sum(v.texts for v in viewers),
-        "final_count_right": sum(1 for v in fast if v.last_count == total),
+        "final_count_right": sum(1 for v in fast if v.last_count == per_camera[v.camera]),
         "fast": len(fast),
         "counts_final_s": max(counts_at) if counts_at else None,
         "frames_ok_s_median": statistics.median(frames_ok) if frames_ok else None,
@@ -584,6 +597,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "connected": len(viewers),
         "failed": failed,
         "fast_frames": [v.frames for v in fast],
+        "fast_cameras": [v.camera for v in fast],
+        "latency_ms_by_camera": [
+            percentiles([lat for v in fast if v.camera == c for lat in v.lat], (50, 99))
+            for c in range(len(args.paths.split(",")))
+        ],
         "slow_frames": [v.frames for v in slow],
         "fast_closed": sum(v.closed for v in fast),
         "slow_closed": sum(v.closed for v in slow),
@@ -630,6 +648,9 @@ def main(argv: list[str] | None = None) -> None:
         "--phone-rcvbuf", type=int, default=65536, help="SO_RCVBUF of the phones (0: default)"
     )
     parser.add_argument("--users", default="", help="user:password,... (empty: no login)")
+    parser.add_argument(
+        "--paths", default="/ws", help="the sockets' paths, spread over them: /cam/a/ws,..."
+    )
     parser.add_argument(
         "--mint-sessions",
         default="",

@@ -108,6 +108,10 @@ class FakeViewer:
         self.is_admin = is_admin
         self.closed: list[CloseReason] = []
 
+    @property
+    def frame_sink(self) -> FakeViewer:
+        return self
+
     def send_frame(self, frame: Frame) -> None:
         self.frames.append(frame)
 

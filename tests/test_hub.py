@@ -291,6 +291,24 @@ def test_a_failing_viewer_does_not_stop_the_others() -> None:
     assert hub.viewer_count == 1
 
 
+def test_every_failing_viewer_is_dropped_and_every_other_gets_the_frame() -> None:
+    # The fan-out has one try around its loop; after a failure it goes on with the rest.
+    _clock, hub, _link = make_hub()
+
+    class Broken(FakeViewer):
+        def send_frame(self, frame: object) -> None:
+            raise ConnectionError("closing")
+
+    viewers = [Broken() if i % 3 == 0 else FakeViewer() for i in range(12)]
+    for viewer in viewers:
+        hub.attach(viewer)
+    hub.frame_received(JPEG)
+    hub.frame_received(JPEG)
+    healthy = [v for v in viewers if not isinstance(v, Broken)]
+    assert [len(v.frames) for v in healthy] == [2] * 8
+    assert hub.viewers == frozenset(healthy)
+
+
 def test_next_frame_wakes_an_idle_link_and_fires() -> None:
     clock, hub, link = make_hub(idle_close=1)
     clock.advance(1)

@@ -159,3 +159,47 @@ async def test_closing_for_a_reason_sends_its_code(scene: Scene) -> None:
     await until(scene, lambda: browser.closed.called)
     assert browser.closed.result == 4001
     assert scene.hub.local_viewer_count == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_no_frame_follows_the_close_frame(scene: Scene) -> None:
+    browser = await scene.browser()
+    await until(scene, lambda: browser.events)
+    scene.hub.frame_received(JPEG)
+    await until(scene, lambda: browser.frames)
+    (viewer,) = scene.factory.viewers
+    frames = viewer.frames
+    assert frames is not None and frames.open
+    viewer.close(CloseReason.GOING_AWAY)  # the close frame goes out; the socket stays
+    assert not frames.open
+    scene.hub.frame_received(JPEG)
+    await until(scene, lambda: browser.closed.called)
+    assert browser.frames == [JPEG]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_dropped_connection_gets_no_frame(scene: Scene) -> None:
+    browser = await scene.browser()
+    await until(scene, lambda: browser.events)
+    (viewer,) = scene.factory.viewers
+    frames = viewer.frames
+    assert frames is not None
+    viewer.dropConnection(abort=True)
+    assert not frames.open
+    scene.hub.frame_received(JPEG)
+    await until(scene, lambda: browser.closed.called)
+    assert browser.frames == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_what_autobahn_writes_makes_the_frame_path_look_at_twisted_again(
+    scene: Scene,
+) -> None:
+    browser = await scene.browser()
+    await until(scene, lambda: browser.events)
+    (viewer,) = scene.factory.viewers
+    frames = viewer.frames
+    assert frames is not None
+    frames.held = False
+    viewer.sendMessage(b'{"type":"x"}', isBinary=False)
+    assert frames.held

@@ -50,7 +50,7 @@ from camproxy.hub.source import (
     Limits,
     is_jpeg,
 )
-from camproxy.hub.viewer import IRequester, IViewer
+from camproxy.hub.viewer import IFrameSink, IRequester, IViewer
 
 T = TypeVar("T")
 
@@ -128,6 +128,8 @@ class CameraHub:
         self.max_frame_bytes = max_frame_bytes
         self._source: ICameraSource | None = None
         self._viewers: set[IViewer] = set()
+        #: The viewers' frame sinks, for the fan-out; None after a change of viewers.
+        self._sinks: tuple[IFrameSink, ...] | None = None
         self.connected = False
         self._link_open = False
         self._stopped = False
@@ -257,6 +259,7 @@ class CameraHub:
 
     def attach(self, viewer: IViewer) -> None:
         self._viewers.add(viewer)
+        self._sinks = None
         if self._stopped:
             return
         self._cancel_idle_close()
@@ -275,6 +278,7 @@ class CameraHub:
         if viewer not in self._viewers:
             return
         self._viewers.discard(viewer)
+        self._sinks = None
         if self._stopped:
             return
         self._count_changed()
@@ -307,18 +311,47 @@ class CameraHub:
         for observer in self.observers:
             observer(event)
 
+    def _fan_out(self, frame: Frame) -> None:
+        """Hand ``frame`` to every viewer: the per-viewer cost of every frame.
+
+        The loop calls each viewer's frame sink (a tuple of them, rebuilt only after
+        viewers came or went), with one ``try`` around the whole loop rather than one per
+        viewer: when a sink fails (rare), its viewer is dropped and the loop goes on with
+        the next one.
+        """
+        sinks = self._sinks
+        if sinks is None:
+            sinks = self._sinks = tuple(viewer.frame_sink for viewer in self._viewers)
+        remaining = iter(sinks)
+        while True:
+            try:
+                for sink in remaining:
+                    sink.send_frame(frame)
+            except Exception:
+                failed = [v for v in self._viewers if v.frame_sink is sink]
+                for viewer in failed:
+                    self._drop(viewer)
+                if not failed:
+                    self.log.failure("camera {camera!r}: a frame sink failed", camera=self.name)
+            else:
+                return
+
     def _deliver(self, viewer: IViewer, send: Callable[[T], None], item: T) -> None:
         # One viewer failing (say, closing while we write) must never reach the
         # camera link or the other viewers.
         try:
             send(item)
         except Exception:
-            self.log.failure(
-                "camera {camera!r}: dropping viewer {viewer} after a send failed",
-                camera=self.name,
-                viewer=viewer,
-            )
-            self.detach(viewer)
+            self._drop(viewer)
+
+    def _drop(self, viewer: IViewer) -> None:
+        """Detach a viewer whose send just raised (called in the ``except``)."""
+        self.log.failure(
+            "camera {camera!r}: dropping viewer {viewer} after a send failed",
+            camera=self.name,
+            viewer=viewer,
+        )
+        self.detach(viewer)
 
     # -- the viewer count, folded ------------------------------------------------
 
@@ -430,8 +463,7 @@ class CameraHub:
         self.stats.frames_received += 1
         frame = Frame(data, self.stats.frames_received, now)
         self.newest = frame
-        for viewer in list(self._viewers):
-            self._deliver(viewer, viewer.send_frame, frame)
+        self._fan_out(frame)
         waiters, self._frame_waiters = self._frame_waiters, []
         for waiter in waiters:
             waiter.callback(frame)

@@ -8,6 +8,13 @@ from camproxy.hub.events import CloseReason, Event, Refused
 from camproxy.hub.frames import Frame
 
 
+class IFrameSink(Interface):
+    """Where a viewer's frames go."""
+
+    def send_frame(frame: Frame) -> None:
+        """Deliver a frame, or keep it as the newest while the transport is busy."""
+
+
 class IViewer(Interface):
     """Something that receives a camera's frames and events: a browser, an MJPEG client."""
 
@@ -15,6 +22,11 @@ class IViewer(Interface):
         "Who the viewer was admitted as (opaque to the hub; the credential watcher reads it)"
     )
     user = Attribute("str | None: the user's name (a hold of exclusive control is per user)")
+    frame_sink = Attribute(
+        "IFrameSink the hub hands every frame to while the viewer is attached: the viewer "
+        "itself, or a small object of its own that is cheaper to reach hundreds of times per "
+        "frame (the WebSocket viewer's)"
+    )
 
     def send_frame(frame: Frame) -> None:
         """Deliver a frame, or keep it as the newest while the transport is busy."""

@@ -3,19 +3,33 @@
 Twisted buffers every ``write`` and sends it when epoll says the socket is writable:
 two ``epoll_ctl`` calls and a wake-up per write. For hundreds of viewers, each frame
 written to each of them, that round trip was about a quarter of the daemon's CPU (see
-bench/RESULTS.md). When nothing is queued for the socket we send right away, through
-the transport's own ``writeSomeData``, and hand Twisted only what the kernel did not
-take, so ordering, backpressure (pause/resume) and error handling stay Twisted's.
+bench/RESULTS.md). When nothing is queued for the socket we send right away and hand
+Twisted only what the kernel did not take, so ordering, backpressure (pause/resume) and
+error handling stay Twisted's. The WebSocket viewer's frame path
+(``camproxy.viewers.websocket.ViewerFrames``) does this with the socket's ``send`` from
+:func:`socket_send`, after :func:`idle` said Twisted holds nothing for it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import tcp
 
 
-def _idle_tcp(transport: Any) -> bool:
+def socket_send(transport: Any) -> Callable[[bytes], int] | None:
+    """The ``send`` of a plain TCP transport's socket, to write to it directly when
+    :func:`idle`; None for any other transport (TLS, UNIX sockets, tests' fakes)."""
+    if type(transport) is tcp.Server:
+        send: Callable[[bytes], int] = transport.socket.send
+        return send
+    return None
+
+
+def idle(transport: Any) -> bool:
+    """Whether ``transport`` is a plain TCP transport, open, with nothing queued: then
+    bytes sent on its socket now cannot overtake bytes Twisted still holds."""
     return bool(
         type(transport) is tcp.Server
         and transport.connected
@@ -23,14 +37,3 @@ def _idle_tcp(transport: Any) -> bool:
         and not transport._tempDataBuffer
         and len(transport.dataBuffer) == transport.offset
     )
-
-
-def write_now(transport: Any, data: bytes) -> None:
-    """Like ``transport.write(data)``, but sending at once when the socket is idle."""
-    if _idle_tcp(transport):
-        sent = transport.writeSomeData(data)
-        if isinstance(sent, int):
-            if sent >= len(data):
-                return
-            data = data[sent:]
-    transport.write(data)

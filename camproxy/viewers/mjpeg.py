@@ -66,6 +66,10 @@ class MjpegViewer:
         self.frames.stopProducing()
         self._hub.detach(self)
 
+    @property
+    def frame_sink(self) -> MjpegViewer:
+        return self
+
     def send_frame(self, frame: Frame) -> None:
         if self._open:
             self.frames.offer(frame)

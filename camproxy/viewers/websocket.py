@@ -28,7 +28,7 @@ from camproxy.hub.frames import Frame
 from camproxy.hub.hub import CameraHub
 from camproxy.hub.viewer import IRequester, IViewer
 from camproxy.viewers.delivery import NewestFrameProducer
-from camproxy.viewers.directwrite import write_now
+from camproxy.viewers.directwrite import idle, socket_send
 from camproxy.viewers.messages import (
     SetFrameRate,
     encode_error,
@@ -89,6 +89,9 @@ def forbidden(reason: str) -> ConnectionDeny:
     return ConnectionDeny(ConnectionDeny.FORBIDDEN, reason)
 
 
+#: Autobahn's state of an open connection, read on every frame for every viewer.
+STATE_OPEN = WebSocketProtocol.STATE_OPEN
+
 #: Autobahn copies each of these options from the factory onto every protocol and
 #: pretty-prints them all for a debug line that is then thrown away: about a fifth of a
 #: handshake's CPU. The viewer copies them in one step instead (see ``connectionMade``).
@@ -108,7 +111,8 @@ class ViewerProtocol(WebSocketServerProtocol):
     CONFIG_ATTRS: list[str] = []
 
     admission: Admission | None = None
-    frames: NewestFrameProducer | None = None
+    #: The viewer's frame path and its transport's producer, from the opening on.
+    frames: ViewerFrames | None = None
     gone: Deferred[None]
     _attached = False
     _commands: TokenBucket | None = None
@@ -117,7 +121,6 @@ class ViewerProtocol(WebSocketServerProtocol):
     #: Seconds between frames this viewer asked for (``?fps=``, ``set_fps``); 0: every
     #: frame; None: none at all (a hidden tile).
     _frame_interval: float | None = 0.0
-    _last_frame_at = float("-inf")
     #: Messages dropped over the rate limit, and when the viewer was last told.
     throttled = 0
     _throttle_noticed_at: float | None = None
@@ -130,6 +133,8 @@ class ViewerProtocol(WebSocketServerProtocol):
         super().connectionMade()
 
     def connectionLost(self, reason: Any = None) -> None:
+        if self.frames is not None:
+            self.frames.stopProducing()
         super().connectionLost(reason)
         if not self.gone.called:
             self.gone.callback(None)
@@ -170,8 +175,7 @@ class ViewerProtocol(WebSocketServerProtocol):
         assert IConsumer.providedBy(transport)
         transport.unregisterProducer()
         limit_unsent_bytes(transport, factory.unsent_limit)
-        self.frames = NewestFrameProducer(self._write_frame, factory.hub.stats)
-        transport.registerProducer(self.frames, True)
+        self._start_frames()
         self._commands = TokenBucket(factory.clock, rate=MESSAGE_RATE, burst=MESSAGE_BURST)
         self._opened_at = factory.clock.seconds()
         admission = self.admission
@@ -201,6 +205,41 @@ class ViewerProtocol(WebSocketServerProtocol):
         )
         self._attached = True
         factory.viewer_opened(self)
+
+    def _start_frames(self) -> None:
+        """Open the frame path and register it as the transport's producer."""
+        transport = self.transport
+        assert IConsumer.providedBy(transport)
+        self.frames = frames = ViewerFrames(self.factory, transport)
+        frames.interval = self._frame_interval
+        transport.registerProducer(frames, True)
+        frames.open = True
+
+    # Autobahn leaves the open state in these three places (and in connectionLost): from
+    # then on no frame may follow, as it checked ``state`` before every frame.
+
+    def sendCloseFrame(
+        self, code: int | None = None, reasonUtf8: bytes | None = None, isReply: bool = False
+    ) -> None:
+        if self.frames is not None:
+            self.frames.open = False
+        super().sendCloseFrame(code, reasonUtf8, isReply)
+
+    def dropConnection(self, abort: bool = False) -> None:
+        if self.frames is not None:
+            self.frames.open = False
+        super().dropConnection(abort)
+
+    def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
+        # Everything Autobahn writes (the hello, events, pings, the close) passes here: the
+        # frame path must look at Twisted's buffer again before it writes to the socket.
+        frames = self.frames
+        if frames is not None:
+            frames.held = True
+            if sync or chopsize:
+                # Autobahn would queue this and write it over several reactor turns.
+                frames.socket_send = None
+        super().sendData(data, sync, chopsize)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         if self.frames is not None:
@@ -253,6 +292,8 @@ class ViewerProtocol(WebSocketServerProtocol):
 
     def _set_frame_rate(self, fps: float) -> None:
         self._frame_interval = None if fps == 0 else (0.0 if fps >= 60 else 1.0 / fps)
+        if self.frames is not None:
+            self.frames.interval = self._frame_interval
 
     def _throttle(self) -> None:
         """Drop a message over the rate limit; say so once a second, count the rest."""
@@ -299,27 +340,16 @@ class ViewerProtocol(WebSocketServerProtocol):
         if self.state == self.STATE_OPEN:
             self.sendMessage(self.factory.encoded_event(event), isBinary=False)
 
-    def send_frame(self, frame: Frame) -> None:
-        if self.state != self.STATE_OPEN or self.frames is None:
-            return
-        interval = self._frame_interval
-        if interval:
-            # A tile asking for 2 fps takes a frame once half a second has passed
-            # (a little early rather than a whole camera frame late).
-            if frame.received_at - self._last_frame_at < interval * 0.9:
-                return
-            self._last_frame_at = frame.received_at
-        elif interval is None:
-            return
-        self.frames.offer(frame)
+    @property
+    def frame_sink(self) -> ViewerFrames:
+        """What the hub hands every frame to: :attr:`frames` (set before the hub knows
+        this viewer)."""
+        assert self.frames is not None
+        return self.frames
 
-    def _write_frame(self, frame: Frame) -> None:
-        # The frame is framed once for everyone; its bytes go straight to the transport.
-        # Autobahn's sendData would format debug-log arguments (colours and all) for
-        # every frame and viewer even with debug logging off: ~15 % of the daemon's CPU
-        # at 500 viewers. Compression is never negotiated, so the bytes are final.
-        prepared = frame.encoded("websocket", self.factory.prepare_frame)
-        write_now(self.transport, prepared.payloadHybi)
+    def send_frame(self, frame: Frame) -> None:
+        if self.frames is not None:
+            self.frames.send_frame(frame)
 
     def close(self, reason: CloseReason) -> None:
         code, text = CLOSE_CODES[reason]
@@ -344,6 +374,107 @@ class ViewerProtocol(WebSocketServerProtocol):
             # sendClose refuses the protocol-level codes (1001 going away) that a server
             # legitimately sends; the close frame itself allows them.
             self.sendCloseFrame(code=code, reasonUtf8=reason.encode("utf-8"), isReply=False)
+
+
+class ViewerFrames(NewestFrameProducer):
+    """One viewer's frames: what the hub calls for every frame, and the transport's producer.
+
+    The hub calls :meth:`send_frame` for every frame and every viewer, hundreds of times
+    per frame, while the kernel's ``send()`` of the frames before pushes the viewers'
+    objects out of the CPU caches. Everything that call reads is in this one small
+    slotted object, not in the Autobahn protocol, whose ~150 attributes sit in a large
+    dict (each lookup there is a cache miss or two; see bench/RESULTS.md, issue 13). In
+    the common case (open, every frame wanted, nothing queued) it costs no further Python
+    call: the checks, the counts, then the socket's own ``send()``.
+
+    The write follows :mod:`camproxy.viewers.directwrite`: straight to the socket when
+    Twisted holds nothing for it, else (and whatever the kernel did not take) through
+    Twisted, which buffers, pauses this producer when that is too much, and finds a broken
+    connection. ``held`` says that Twisted may hold bytes for the socket: set whenever
+    anything goes through Twisted (the protocol's ``sendData`` sets it too), cleared once
+    Twisted's buffers are seen empty.
+    """
+
+    __slots__ = ("factory", "held", "interval", "last_at", "open", "socket_send", "transport")
+
+    def __init__(self, factory: ViewerFactory, transport: Any) -> None:
+        super().__init__(stats=factory.hub.stats)
+        #: Whether frames may go out: the protocol's state is open (see ViewerProtocol).
+        self.open = False
+        #: Seconds between frames (see ``ViewerProtocol._frame_interval``).
+        self.interval: float | None = 0.0
+        self.last_at = float("-inf")
+        self.factory = factory
+        self.transport = transport
+        #: The socket's ``send`` for a plain TCP transport; None: always through Twisted.
+        self.socket_send = socket_send(transport)
+        self.held = True
+
+    def send_frame(self, frame: Frame) -> None:
+        if not self.open:
+            return
+        interval = self.interval
+        if interval:
+            # A tile asking for 2 fps takes a frame once half a second has passed
+            # (a little early rather than a whole camera frame late).
+            if frame.received_at - self.last_at < interval * 0.9:
+                return
+            self.last_at = frame.received_at
+        elif interval is None:
+            return
+        if self.paused:
+            self.offer(frame)  # kept as the newest until the transport drains
+            return
+        # offer's counts, for a producer that is not paused (nor stopped: then not open).
+        self.frames_sent += 1
+        self.stats.frames_sent += 1
+        factory = self.factory
+        if frame is factory.newest_frame:
+            payload = factory.newest_frame_bytes
+        else:
+            payload = factory.frame_bytes(frame)
+        # _write, inlined.
+        send = self.socket_send
+        if send is not None and (not self.held or self._drained()):
+            try:
+                sent = send(payload)
+            except OSError:
+                # EAGAIN: all of it waits in Twisted's buffer; a broken connection:
+                # Twisted's own write attempt finds it and closes.
+                sent = 0
+            if sent == len(payload):
+                return
+            payload = payload[sent:]
+        self.held = True
+        self.transport.write(payload)
+
+    def deliver(self, frame: Frame) -> None:
+        """Write a frame that waited for the transport to drain."""
+        self._write(self.factory.frame_bytes(frame))
+
+    def _write(self, payload: bytes) -> None:
+        send = self.socket_send
+        if send is not None and (not self.held or self._drained()):
+            try:
+                sent = send(payload)
+            except OSError:
+                sent = 0
+            if sent == len(payload):
+                return
+            payload = payload[sent:]
+        self.held = True
+        self.transport.write(payload)
+
+    def _drained(self) -> bool:
+        """Whether Twisted holds nothing for the socket now (and it is not closing)."""
+        if idle(self.transport):
+            self.held = False
+            return True
+        return False
+
+    def stopProducing(self) -> None:
+        self.open = False
+        super().stopProducing()
 
 
 class ViewerFactory(WebSocketServerFactory):
@@ -384,6 +515,9 @@ class ViewerFactory(WebSocketServerFactory):
         self.viewers: set[ViewerProtocol] = set()
         self.throttled = 0
         self._last_event: Event | None = None
+        #: The newest frame a viewer wrote, and its bytes (see :meth:`frame_bytes`).
+        self.newest_frame: Frame | None = None
+        self.newest_frame_bytes = b""
         self._last_encoded = b""
         self.setProtocolOptions(
             webStatus=False,
@@ -404,6 +538,14 @@ class ViewerFactory(WebSocketServerFactory):
 
     def prepare_frame(self, data: bytes) -> PreparedMessage:
         return self.prepareMessage(data, isBinary=True, doNotCompress=True)
+
+    def frame_bytes(self, frame: Frame) -> bytes:
+        """The frame as one binary WebSocket message, framed once however many viewers
+        get it; the last one asked for is kept in :attr:`newest_frame_bytes` for the
+        viewers' fast path (which checks :attr:`newest_frame` first)."""
+        payload: bytes = frame.encoded("websocket", self.prepare_frame).payloadHybi
+        self.newest_frame, self.newest_frame_bytes = frame, payload
+        return payload
 
     def encoded_event(self, event: Event) -> bytes:
         """The event as UTF-8 JSON, encoded once however many viewers get it."""

@@ -384,7 +384,7 @@ class ViewerFrames(NewestFrameProducer):
     objects out of the CPU caches. Everything that call reads is in this one small
     slotted object, not in the Autobahn protocol, whose ~150 attributes sit in a large
     dict (each lookup there is a cache miss or two; see bench/RESULTS.md, issue 13). In
-    the common case (open, every frame wanted, nothing queued) it costs no further Python
+    the common case (open, every frame wanted, nothing queued) it costs one further Python
     call: the checks, the counts, then the socket's own ``send()``.
 
     The write follows :mod:`camproxy.viewers.directwrite`: straight to the socket when
@@ -430,23 +430,9 @@ class ViewerFrames(NewestFrameProducer):
         self.stats.frames_sent += 1
         factory = self.factory
         if frame is factory.newest_frame:
-            payload = factory.newest_frame_bytes
+            self._write(factory.newest_frame_bytes)
         else:
-            payload = factory.frame_bytes(frame)
-        # _write, inlined.
-        send = self.socket_send
-        if send is not None and (not self.held or self._drained()):
-            try:
-                sent = send(payload)
-            except OSError:
-                # EAGAIN: all of it waits in Twisted's buffer; a broken connection:
-                # Twisted's own write attempt finds it and closes.
-                sent = 0
-            if sent == len(payload):
-                return
-            payload = payload[sent:]
-        self.held = True
-        self.transport.write(payload)
+            self._write(factory.frame_bytes(frame))
 
     def deliver(self, frame: Frame) -> None:
         """Write a frame that waited for the transport to drain."""
@@ -458,6 +444,8 @@ class ViewerFrames(NewestFrameProducer):
             try:
                 sent = send(payload)
             except OSError:
+                # EAGAIN: all of it waits in Twisted's buffer; a broken connection:
+                # Twisted's own write attempt finds it and closes.
                 sent = 0
             if sent == len(payload):
                 return

@@ -6,17 +6,24 @@ query. What goes over the wire is byte-exact firmware text.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import struct
 from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import UNIXClientEndpoint
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from camproxy.hub.source import ICameraSource, ISourceListener, Limits
 from camproxy.sources.robocam.link import POSITION_SETTLE, CameraSettings, RoboCamSource
 from tests.fakes import JPEG
+
+#: RFC 6455's key suffix for Sec-WebSocket-Accept.
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
 @implementer(ISourceListener)
@@ -150,3 +157,42 @@ def test_close_says_goodbye_and_cancels_the_settle_query() -> None:
     source.close()
     assert protocol.closed == (1000, "camproxy closing the link")
     assert clock.getDelayedCalls() == []
+
+
+def _open_camera_protocol(source: RoboCamSource) -> tuple[Any, StringTransport]:
+    """The source's real Autobahn protocol on a string transport, past the handshake."""
+    protocol = source.factory.buildProtocol(None)
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    request = transport.value().decode("ascii")
+    key = next(
+        line.split(":", 1)[1].strip()
+        for line in request.split("\r\n")
+        if line.lower().startswith("sec-websocket-key:")
+    )
+    accept = base64.b64encode(hashlib.sha1((key + WS_GUID).encode("ascii")).digest())
+    protocol.dataReceived(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+    )
+    assert protocol.state == protocol.STATE_OPEN
+    return protocol, transport
+
+
+def test_a_frame_in_many_reads_reaches_the_listener_whole() -> None:
+    """Over WiFi a frame arrives in dozens of TCP reads; the protocol takes each as it is
+    (its own dataReceived, not Autobahn's, which formats a debug line per read)."""
+    clock = Clock()
+    listener = RecordingListener()
+    source = RoboCamSource(
+        clock,
+        listener,
+        CameraSettings(url="ws://camera/ws"),
+        endpoint=UNIXClientEndpoint(clock, "/nonexistent"),
+    )
+    protocol, _transport = _open_camera_protocol(source)
+    frame = b"\xff\xd8" + bytes(range(256)) * 117 + b"\xff\xd9"
+    message = bytes([0x82, 126]) + struct.pack("!H", len(frame)) + frame
+    for start in range(0, len(message), 1460):
+        protocol.dataReceived(message[start : start + 1460])
+    assert ("frame", frame) in listener.calls

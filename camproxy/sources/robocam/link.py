@@ -62,6 +62,12 @@ class CameraProtocol(WebSocketClientProtocol):
     #: flood; :class:`CameraLink` reports the same once, with the reason, rate-limited.
     log = txaio.make_logger(level="error")  # type: ignore[attr-defined]
 
+    def dataReceived(self, data: bytes) -> None:
+        # Autobahn's own dataReceived first formats a debug line (colours and all, with
+        # debug logging off) for every read: a 30 KB frame from a camera over WiFi comes in
+        # twenty reads or more, and that formatting was most of a frame's cost on its way in.
+        self._dataReceived(data)
+
     def onConnect(self, response: ConnectionResponse) -> None:
         self.factory.link.log.info("camera handshake done with {peer}", peer=response.peer)
 

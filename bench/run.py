@@ -1777,7 +1777,8 @@ def main(argv: list[str] | None = None) -> int:
             for count in (1, args.startup_cameras):
                 print(f"-- start-up with {count} cameras", flush=True)
                 startup.append(startup_run(args, tmp, count, user))
-        for mode in [m for m in args.huge_part.split(",") if m]:
+        huge_modes = args.huge_part.replace("both", "length,endless").split(",")
+        for mode in [m for m in huge_modes if m]:
             print(f"-- huge part: {mode}", flush=True)
             try:
                 huge.append(huge_run(args, tmp, mode))

@@ -1795,9 +1795,13 @@ def main(argv: list[str] | None = None) -> int:
                 (out / f"profile-{args.profile}-top.txt").write_text(summary)
                 print(summary)
         if args.perf:
-            for kind in ["camproxy"] + [f"relay:{k}" for k in args.relay_loop.split(",")]:
+            relays = [] if args.no_relay else [f"relay:{k}" for k in args.relay_loop.split(",")]
+            for kind in ["camproxy"] + relays:
                 data = tmp / f"perf-{args.perf}-{kind.replace(':', '-')}.data"
-                entry = attempt(args, tmp, Plan(kind, args.perf), users, perf=data)
+                # With --cameras K the daemon's run has its K cameras (the relays have one).
+                cameras = args.cameras if kind == "camproxy" else 0
+                plan = Plan(kind, args.perf, cameras=cameras)
+                entry = attempt(args, tmp, plan, users, perf=data)
                 entry["profile"] = True
                 results.append(entry)
                 if data.exists():

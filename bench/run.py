@@ -1796,7 +1796,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(summary)
         if args.perf:
             relays = [] if args.no_relay else [f"relay:{k}" for k in args.relay_loop.split(",")]
-            for kind in ["camproxy"] + relays:
+            for kind in ["camproxy", *relays]:
                 data = tmp / f"perf-{args.perf}-{kind.replace(':', '-')}.data"
                 # With --cameras K the daemon's run has its K cameras (the relays have one).
                 cameras = args.cameras if kind == "camproxy" else 0

@@ -55,7 +55,6 @@ import platform
 import random
 import re
 import secrets
-import select
 import shutil
 import signal
 import statistics
@@ -64,14 +63,15 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager, suppress
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import benchlib as wl
 import viewerload as vl
+from processes import RunFailed, read_line, started, stop, tail
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -87,56 +87,7 @@ SIGNALS = {"KILL": signal.SIGKILL, "TERM": signal.SIGTERM}
 HOLDS = re.compile(r"(holds the camera|gives up the camera)")
 
 
-class RunFailed(Exception):
-    pass
-
-
 # -- processes ----------------------------------------------------------------------------
-
-
-def stop(process: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
-    """``sig`` by PID, then SIGKILL after ``timeout``; always reaps."""
-    if process.poll() is None:
-        os.kill(process.pid, sig)
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait()
-
-
-@contextmanager
-def started(argv: list[str], log: Path, **kwargs: Any) -> Iterator[subprocess.Popen[str]]:
-    """A process with its stdout a pipe (its status lines), stdin a pipe, stderr to ``log``."""
-    with open(log, "ab") as err:
-        process = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True, **kwargs
-        )
-    try:
-        yield process
-    finally:
-        stop(process)
-        for stream in (process.stdout, process.stdin):
-            if stream is not None:
-                with suppress(BrokenPipeError):
-                    stream.close()
-
-
-def read_line(process: subprocess.Popen[str], deadline: float, what: str) -> str:
-    stream = process.stdout
-    assert stream is not None
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise RunFailed(f"timed out waiting for {what}")
-        ready, _, _ = select.select([stream], [], [], min(remaining, 1.0))
-        if ready:
-            line = stream.readline()
-            if not line:
-                raise RunFailed(f"{what}: the process exited ({process.poll()}) first")
-            return line.strip()
-        if process.poll() is not None:
-            raise RunFailed(f"{what}: the process exited ({process.returncode}) first")
 
 
 def expect(process: subprocess.Popen[str], deadline: float, word: str) -> str:
@@ -159,13 +110,6 @@ def poll(check: Callable[[], bool], timeout: float, what: str, every: float = 0.
         if time.monotonic() > deadline:
             raise RunFailed(f"{what}: not within {timeout} s")
         time.sleep(every)
-
-
-def tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
 
 
 @dataclass
@@ -422,7 +366,9 @@ class Bench:
         argv += ["--grace-max", str(self.args.grace_max)]
         if record:
             argv.append("--record")
-        process = stack.enter_context(started(argv, self.tmp / f"{label}.log"))
+        process = stack.enter_context(
+            started(argv, self.tmp / f"{label}.log", stdin=subprocess.PIPE)
+        )
         return process, out
 
 

@@ -32,9 +32,7 @@ import math
 import os
 import platform
 import secrets
-import select
 import shutil
-import signal
 import ssl
 import statistics
 import subprocess
@@ -44,21 +42,17 @@ import threading
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import benchlib as wl
+from processes import RunFailed, read_line, started, stop, tail
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 BIN = Path(sys.executable).parent
 PYTHON = sys.executable
-
-
-class RunFailed(Exception):
-    pass
 
 
 class Plan(NamedTuple):
@@ -81,48 +75,6 @@ class Plan(NamedTuple):
 
 
 # -- processes ----------------------------------------------------------------------------
-
-
-def stop(process: subprocess.Popen[Any], timeout: float = 15.0) -> None:
-    """SIGTERM by PID, then SIGKILL after ``timeout``; always reaps."""
-    if process.poll() is None:
-        os.kill(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait()
-
-
-@contextmanager
-def started(argv: list[str], log: Path, **kwargs: Any) -> Iterator[subprocess.Popen[str]]:
-    """A process whose stdout is a pipe (for its status lines) and stderr goes to ``log``."""
-    with open(log, "ab") as err:
-        process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, text=True, **kwargs)
-    try:
-        yield process
-    finally:
-        stop(process)
-        for stream in (process.stdout, process.stdin):
-            if stream is not None:
-                stream.close()
-
-
-def read_line(process: subprocess.Popen[str], deadline: float, what: str) -> str:
-    stream = process.stdout
-    assert stream is not None
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise RunFailed(f"timed out waiting for {what}")
-        ready, _, _ = select.select([stream], [], [], min(remaining, 1.0))
-        if ready:
-            line = stream.readline()
-            if not line:
-                raise RunFailed(f"process exited ({process.poll()}) before {what}")
-            return line.strip()
-        if process.poll() is not None:
-            raise RunFailed(f"process exited ({process.returncode}) before {what}")
 
 
 def wait_ready(process: subprocess.Popen[str], timeout: float, what: str) -> int:
@@ -165,13 +117,6 @@ def wait_camera_connected(
                 return
         time.sleep(0.1)
     raise RunFailed("daemon never reported the camera(s) connected on /health")
-
-
-def tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
 
 
 # -- one run ------------------------------------------------------------------------------
@@ -1800,8 +1745,8 @@ def main(argv: list[str] | None = None) -> int:
                 data = tmp / f"perf-{args.perf}-{kind.replace(':', '-')}.data"
                 # With --cameras K the daemon's run has its K cameras (the relays have one).
                 cameras = args.cameras if kind == "camproxy" else 0
-                plan = Plan(kind, args.perf, cameras=cameras)
-                entry = attempt(args, tmp, plan, users, perf=data)
+                perf_plan = Plan(kind, args.perf, cameras=cameras)
+                entry = attempt(args, tmp, perf_plan, users, perf=data)
                 entry["profile"] = True
                 results.append(entry)
                 if data.exists():

@@ -161,7 +161,7 @@ def test_close_says_goodbye_and_cancels_the_settle_query() -> None:
 
 def _open_camera_protocol(source: RoboCamSource) -> tuple[Any, StringTransport]:
     """The source's real Autobahn protocol on a string transport, past the handshake."""
-    protocol = source.factory.buildProtocol(None)
+    protocol: Any = source.factory.buildProtocol(None)
     transport = StringTransport()
     protocol.makeConnection(transport)
     request = transport.value().decode("ascii")

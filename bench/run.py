@@ -1731,7 +1731,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"   FAILED: {error}", flush=True)
         if args.profile:
             profile = out / f"profile-{args.profile}"
-            entry = attempt(args, tmp, Plan("camproxy", args.profile), users, profile)
+            plan_profiled = Plan("camproxy", args.profile, cameras=args.cameras)
+            entry = attempt(args, tmp, plan_profiled, users, profile)
             entry["profile"] = True
             results.append(entry)
             raw = profile.with_suffix(".collapsed")

@@ -3,10 +3,8 @@
 The transport (a WebSocket's TCP connection, an MJPEG response) tells its registered
 push producer when it is full and when it has drained. While it is full we keep only
 the newest frame and count the ones we skip, so memory per viewer stays bounded and a
-slow viewer never delays anyone else. WebSocket and MJPEG viewers share this; the
-WebSocket viewer's subclass (``ViewerFrames``) does what :meth:`NewestFrameProducer.offer`
-does for a producer that is not paused in its own per-frame fast path, so keep the two
-alike.
+slow viewer never delays anyone else. WebSocket and MJPEG viewers share this (the
+WebSocket viewer's subclass, ``ViewerFrames``, overrides :meth:`NewestFrameProducer.deliver`).
 """
 
 from __future__ import annotations

@@ -383,9 +383,9 @@ class ViewerFrames(NewestFrameProducer):
     per frame, while the kernel's ``send()`` of the frames before pushes the viewers'
     objects out of the CPU caches. Everything that call reads is in this one small
     slotted object, not in the Autobahn protocol, whose ~150 attributes sit in a large
-    dict (each lookup there is a cache miss or two; see bench/RESULTS.md, issue 13). In
-    the common case (open, every frame wanted, nothing queued) it costs one further Python
-    call: the checks, the counts, then the socket's own ``send()``.
+    dict (each lookup there is a cache miss or two; see bench/RESULTS.md, issue 13): the
+    checks here, then :meth:`offer`'s counts, the frame's bytes (framed once, kept on the
+    frame) and the socket's own ``send()``.
 
     The write follows :mod:`camproxy.viewers.directwrite`: straight to the socket when
     Twisted holds nothing for it, else (and whatever the kernel did not take) through
@@ -422,20 +422,9 @@ class ViewerFrames(NewestFrameProducer):
             self.last_at = frame.received_at
         elif interval is None:
             return
-        if self.paused:
-            self.offer(frame)  # kept as the newest until the transport drains
-            return
-        # offer's counts, for a producer that is not paused (nor stopped: then not open).
-        self.frames_sent += 1
-        self.stats.frames_sent += 1
-        factory = self.factory
-        if frame is factory.newest_frame:
-            self._write(factory.newest_frame_bytes)
-        else:
-            self._write(factory.frame_bytes(frame))
+        self.offer(frame)
 
     def deliver(self, frame: Frame) -> None:
-        """Write a frame that waited for the transport to drain."""
         self._write(self.factory.frame_bytes(frame))
 
     def _write(self, payload: bytes) -> None:
@@ -503,9 +492,6 @@ class ViewerFactory(WebSocketServerFactory):
         self.viewers: set[ViewerProtocol] = set()
         self.throttled = 0
         self._last_event: Event | None = None
-        #: The newest frame a viewer wrote, and its bytes (see :meth:`frame_bytes`).
-        self.newest_frame: Frame | None = None
-        self.newest_frame_bytes = b""
         self._last_encoded = b""
         self.setProtocolOptions(
             webStatus=False,
@@ -524,16 +510,15 @@ class ViewerFactory(WebSocketServerFactory):
         """The options every protocol copies, read once per connection."""
         return {name: getattr(self, name) for name in _SERVER_OPTIONS}
 
-    def prepare_frame(self, data: bytes) -> PreparedMessage:
-        return self.prepareMessage(data, isBinary=True, doNotCompress=True)
+    def frame_message(self, data: bytes) -> bytes:
+        """A JPEG as one binary WebSocket message (compression is never negotiated)."""
+        prepared: PreparedMessage = self.prepareMessage(data, isBinary=True, doNotCompress=True)
+        return prepared.payloadHybi
 
     def frame_bytes(self, frame: Frame) -> bytes:
         """The frame as one binary WebSocket message, framed once however many viewers
-        get it; the last one asked for is kept in :attr:`newest_frame_bytes` for the
-        viewers' fast path (which checks :attr:`newest_frame` first)."""
-        payload: bytes = frame.encoded("websocket", self.prepare_frame).payloadHybi
-        self.newest_frame, self.newest_frame_bytes = frame, payload
-        return payload
+        get it."""
+        return frame.encoded("websocket", self.frame_message)
 
     def encoded_event(self, event: Event) -> bytes:
         """The event as UTF-8 JSON, encoded once however many viewers get it."""

@@ -109,7 +109,7 @@ def test_an_idle_socket_gets_the_frame_at_once(scene: Any) -> None:
     pair = Pair(hub, factory)
     pairs.append(pair)
     assert socket_send(pair.transport) is not None and idle(pair.transport)
-    pair.viewer.send_frame(frame(JPEG, 1))
+    pair.viewer.frame_sink.send_frame(frame(JPEG, 1))
     # No reactor turn, no epoll registration: the bytes are in the kernel already.
     assert pair.received() == message(factory, JPEG)
     assert pair.buffered() == 0 and pair.transport not in pair.reactor.getWriters()
@@ -122,15 +122,15 @@ def test_what_the_kernel_does_not_take_waits_in_twisted_in_order(scene: Any) -> 
     pair = Pair(hub, factory, sndbuf=4096)
     pairs.append(pair)
     big = [JPEG[:2] + bytes([n]) * 200_000 + JPEG[-2:] for n in range(3)]
-    pair.viewer.send_frame(frame(big[0], 1))
+    pair.viewer.frame_sink.send_frame(frame(big[0], 1))
     # Partly sent, the rest handed to Twisted, which now writes when epoll says so.
     assert 0 < pair.buffered() < len(message(factory, big[0]))
     assert pair.transport in pair.reactor.getWriters()
     # Past Twisted's buffer size the producer is paused: the next frames wait (newest only).
     producer = pair.viewer.frames
     assert producer is not None and producer.paused
-    pair.viewer.send_frame(frame(big[1], 2))
-    pair.viewer.send_frame(frame(big[2], 3))
+    pair.viewer.frame_sink.send_frame(frame(big[1], 2))
+    pair.viewer.frame_sink.send_frame(frame(big[2], 3))
     assert producer.frames_skipped == 1 and hub.stats.frames_skipped == 1
     received = pair.drain()
     assert received == message(factory, big[0]) + message(factory, big[2])
@@ -143,14 +143,14 @@ def test_a_frame_after_a_partial_write_never_overtakes_it(scene: Any) -> None:
     pairs.append(pair)
     first = JPEG[:2] + b"a" * 30_000 + JPEG[-2:]
     second = JPEG[:2] + b"b" * 30_000 + JPEG[-2:]
-    pair.viewer.send_frame(frame(first, 1))
+    pair.viewer.frame_sink.send_frame(frame(first, 1))
     assert pair.buffered() > 0
     producer = pair.viewer.frames
     assert producer is not None and not producer.paused  # under Twisted's buffer size
     # The reader empties the kernel's buffer, so send() would take more now; but Twisted
     # still holds the rest of the first frame: the second goes behind it, not to send().
     received = pair.received()
-    pair.viewer.send_frame(frame(second, 2))
+    pair.viewer.frame_sink.send_frame(frame(second, 2))
     received += pair.drain()
     assert received == message(factory, first) + message(factory, second)
 
@@ -160,7 +160,7 @@ def test_a_broken_connection_is_left_to_twisted(scene: Any) -> None:
     pair = Pair(hub, factory)
     pairs.append(pair)
     pair.theirs.close()
-    pair.viewer.send_frame(frame(JPEG, 1))  # EPIPE: no exception reaches the hub
+    pair.viewer.frame_sink.send_frame(frame(JPEG, 1))  # EPIPE: no exception reaches the hub
     assert pair.buffered() == len(message(factory, JPEG))
     assert pair.transport.doWrite() is main.CONNECTION_LOST
 
@@ -171,11 +171,11 @@ def test_the_fps_cap_and_a_closed_frame_path_skip_the_write(scene: Any) -> None:
     pairs.append(pair)
     pair.viewer._set_frame_rate(5)
     for n in range(10):  # 0.4 s of a 25 fps camera: frames at 0, 0.2 (and not 0.36)
-        pair.viewer.send_frame(frame(JPEG, n + 1, n * 0.04))
+        pair.viewer.frame_sink.send_frame(frame(JPEG, n + 1, n * 0.04))
     assert pair.received() == message(factory, JPEG) * 2
     frames = pair.viewer.frames
     assert frames is not None
     frames.open = False  # what the protocol does as it leaves the open state
-    pair.viewer.send_frame(frame(JPEG, 20, 5.0))
+    pair.viewer.frame_sink.send_frame(frame(JPEG, 20, 5.0))
     assert pair.received() == b""
     assert hub.stats.frames_sent == 2

@@ -28,9 +28,6 @@ class IViewer(Interface):
         "frame (the WebSocket viewer's)"
     )
 
-    def send_frame(frame: Frame) -> None:
-        """Deliver a frame, or keep it as the newest while the transport is busy."""
-
     def send_event(event: Event) -> None:
         """Deliver one event (the same object goes to every viewer of the camera)."""
 

@@ -347,10 +347,6 @@ class ViewerProtocol(WebSocketServerProtocol):
         assert self.frames is not None
         return self.frames
 
-    def send_frame(self, frame: Frame) -> None:
-        if self.frames is not None:
-            self.frames.send_frame(frame)
-
     def close(self, reason: CloseReason) -> None:
         code, text = CLOSE_CODES[reason]
         self.close_viewer(code, text)

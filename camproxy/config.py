@@ -18,7 +18,7 @@ from dotenv import dotenv_values
 from hyperlink import URL
 
 from camproxy.accounts.location import BadDatabaseLocation, mask, parse_location
-from camproxy.fleet import redacted_url
+from camproxy.urls import redacted_url
 from camproxy.web.origins import is_valid_origin
 from camproxy.web.proxies import parse_networks
 

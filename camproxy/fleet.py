@@ -26,6 +26,7 @@ from camproxy.hub.events import CloseReason
 from camproxy.hub.hub import CameraHub
 from camproxy.hub.source import ICameraSource, ISourceListener
 from camproxy.hub.viewer import IViewer
+from camproxy.urls import redacted_url
 
 DEFAULT_CAMERA = "default"
 
@@ -209,19 +210,6 @@ class Fleet(Service):
         super().stopService()
         closing = [stack.stop(CloseReason.GOING_AWAY) for stack in self._stacks.values()]
         return DeferredList(closing, consumeErrors=True)
-
-
-def redacted_url(url: str) -> str:
-    """``url`` with a password in it replaced by ``***`` (for logs and lists)."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    authority, slash, path = rest.partition("/")
-    userinfo, at, host = authority.rpartition("@")
-    if not at or ":" not in userinfo:
-        return url
-    user = userinfo.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}{slash}{path}"
 
 
 #: Seconds between two looks at the cameras' change counter (CONTRACT §6: within 10 s).

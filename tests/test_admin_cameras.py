@@ -10,15 +10,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pytest
 import pytest_twisted
 import treq
 from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
 from zope.interface import provider
 
 from camproxy.accounts.access import Level
+from camproxy.urls import redacted_url
 from camproxy.web.admin_cameras import (
     CameraForm,
-    hide_password,
     restore_password,
     scrub,
     url_password,
@@ -97,11 +98,27 @@ def test_a_hidden_password_stands_for_the_stored_one() -> None:
     assert CameraForm(url=stored).shown().url == "http://admin:***@cam.lan/"
     # A raw "@" in a password (it should be %40) still counts as the password.
     raw = "http://admin:p@ss@cam.lan/x?y=1"
-    assert url_password(raw) == "p@ss" and hide_password(raw) == "http://admin:***@cam.lan/x?y=1"
+    assert url_password(raw) == "p@ss" and redacted_url(raw) == "http://admin:***@cam.lan/x?y=1"
     assert restore_password("http://admin:***@cam.lan/x?y=2", raw) == (
         "http://admin:p@ss@cam.lan/x?y=2"
     )
     assert scrub("at http://admin:p@ss@cam.lan/", raw) == "at http://admin:***@cam.lan/"
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        "http://u:p@cam?next=a@b",  # an "@" in the query is not the user info's end
+        "http://u:p@cam#a@b",
+        "http://u:p@cam/x@y",
+        "http://u:p@ss@cam:81/x?y=1",
+        "ws://u:pw@cam:81/ws",
+    ],
+)
+def test_saving_the_shown_url_keeps_the_stored_one(stored: str) -> None:
+    # The edit page shows the URL with ***; saving it unchanged must give back the stored
+    # URL, never one with another host.
+    assert restore_password(redacted_url(stored), stored) == stored
     assert url_password("http://cam.lan/a@b") is None
 
 

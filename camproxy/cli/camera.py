@@ -31,10 +31,10 @@ from camproxy.accounts.cameras import (
 )
 from camproxy.cli.scaffold import Call, CommandGroup, Commands, group_main
 from camproxy.cli.user import format_table
-from camproxy.sources.http import redact
 from camproxy.sources.kinds import default_kind, url_problem
 from camproxy.sources.probe import probe
 from camproxy.sources.robocam.link import CameraSettings, RoboCamSource
+from camproxy.urls import redacted_url
 
 
 def _number(text: str) -> float:
@@ -134,7 +134,7 @@ def camera_json(record: CameraRecord, grants: dict[str, str]) -> dict[str, Any]:
         "name": record.name,
         "title": record.title,
         "kind": shown_kind(record),
-        "url": redact(record.url),
+        "url": redacted_url(record.url),
         "access": record.access.text,
         "control": record.control,
         "max_fps": record.max_fps,
@@ -154,7 +154,7 @@ def _table(records: Sequence[CameraRecord]) -> str:
             r.control,
             "daemon's" if r.max_fps is None else f"{r.max_fps:g}",
             "daemon's" if r.idle_close is None else f"{r.idle_close:g}s",
-            redact(r.url),
+            redacted_url(r.url),
         )
         for r in records
     ]
@@ -241,7 +241,7 @@ async def _probe(call: Call) -> str:
     if args.json:
         return json.dumps(result.as_json(), indent=2)
     if not result.ok:
-        call.refuse(f"{redact(args.url)}: {result.error}")
+        call.refuse(f"{redacted_url(args.url)}: {result.error}")
     return str(result.summary())
 
 

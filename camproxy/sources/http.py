@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import random
-import re
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, cast
 from urllib.parse import unquote
@@ -59,7 +58,6 @@ USER_AGENT = b"CamProxy"
 T = TypeVar("T")
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
-_USERINFO = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)([^/?#@:]*):([^/?#]*)@")
 
 
 @attrs.frozen
@@ -104,11 +102,6 @@ class HttpError(Exception):
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
-
-
-def redact(url: str) -> str:
-    """The URL with the password of its userinfo replaced by ``***`` (for logs and lists)."""
-    return _USERINFO.sub(r"\1\2:***@", url)
 
 
 def status_text(response: IResponse) -> str:

@@ -39,11 +39,11 @@ from camproxy.sources.http import (
     discard,
     ended_cleanly,
     read_body,
-    redact,
     status_text,
     with_timeout,
 )
 from camproxy.sources.multipart import MJPEGParser, boundary_from_content_type
+from camproxy.urls import redacted_url
 
 #: The kinds this module speaks, by how their video comes.
 STREAM = "mjpeg"
@@ -104,8 +104,8 @@ class HttpCameraSource:
         self.settings = settings
         self.url = URL.from_text(settings.url)
         if self.url.scheme not in ("http", "https") or not self.url.host:
-            raise ValueError(f"not an http(s) URL: {redact(settings.url)}")
-        self.redacted_url = redact(settings.url)
+            raise ValueError(f"not an http(s) URL: {redacted_url(settings.url)}")
+        self.redacted_url = redacted_url(settings.url)
         self.capabilities = Capabilities()
         self.stats = SourceStats()
         #: Whether the camera counts as connected (a valid frame came, none overdue).

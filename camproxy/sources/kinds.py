@@ -14,8 +14,9 @@ from twisted.internet.interfaces import IReactorTime
 
 from camproxy.hub.source import Capabilities, ICameraSource, ISourceListener
 from camproxy.sources.esp32 import Esp32Source, is_base_url
-from camproxy.sources.http import RETRY_POLICY, HttpSourceSettings, redact
+from camproxy.sources.http import RETRY_POLICY, HttpSourceSettings
 from camproxy.sources.httpcam import HttpCameraSource, JPEGSource, MJPEGSource
+from camproxy.urls import redacted_url
 
 KINDS = ("robocam", "esp32", "mjpeg", "jpeg")
 HTTP_KINDS = ("esp32", "mjpeg", "jpeg")
@@ -54,7 +55,7 @@ def url_problem(url: str, kind: str | None) -> str | None:
     One line, with the password hidden, fit for the CLI and the admin page.
     """
     parsed = _parse(url)
-    shown = redact(url)
+    shown = redacted_url(url)
     if parsed is None or not parsed.host:
         return f"not a URL with a host: {shown}"
     if kind is not None and kind not in KINDS:

@@ -20,8 +20,9 @@ from twisted.internet.task import deferLater
 from zope.interface import implementer
 
 from camproxy.hub.source import Capabilities, ICameraSource, ISourceListener, Limits
-from camproxy.sources.http import HttpSourceSettings, redact, with_timeout
+from camproxy.sources.http import HttpSourceSettings, with_timeout
 from camproxy.sources.kinds import RobocamFactory, default_kind, make_source, url_problem
+from camproxy.urls import redacted_url
 
 #: Markers that start a frame header (SOF0-3, 5-7, 9-11, 13-15), which holds the size.
 _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
@@ -230,7 +231,7 @@ async def _probe(
     first_frame_timeout: float,
     robocam: RobocamFactory | None,
 ) -> ProbeResult:
-    shown = redact(url)
+    shown = redacted_url(url)
     problem = url_problem(url, kind)
     if problem is not None:
         return ProbeResult(shown, kind, ok=False, error=problem)

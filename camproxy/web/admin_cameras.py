@@ -38,7 +38,8 @@ from camproxy.accounts.cameras import (
 from camproxy.accounts.principal import Principal
 from camproxy.accounts.service import AccountsService
 from camproxy.accounts.users import AccountError, User
-from camproxy.fleet import Fleet, redacted_url
+from camproxy.fleet import Fleet
+from camproxy.urls import HIDDEN, redacted_url, split_userinfo
 from camproxy.web.cameras import CAMERA_NAME
 from camproxy.web.forms import FormPages
 from camproxy.web.rendering import Renderer, form_value, json_response
@@ -50,7 +51,6 @@ GRANT_CHOICES = ("default", *LEVEL_NAMES)
 GRANT_FIELD = "grant."
 #: Probes that may run at once: each one holds a connection to a camera for seconds.
 MAX_PROBES = 2
-HIDDEN = "***"
 
 MESSAGES = {
     "added": "Camera {camera} added; the daemon is connecting to it.",
@@ -114,40 +114,20 @@ def one_line(problem: Exception | str) -> str:
     return text[0].upper() + text[1:]
 
 
-def _split_userinfo(url: str) -> tuple[str, str, str, str] | None:
-    """``(scheme://user, password, @host..., )`` of a URL with a password in its user
-    info (split as :func:`camproxy.fleet.redacted_url` does: at the last ``@`` before
-    the path), else None."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return None
-    end = min([i for i in (rest.find(c) for c in "/?#") if i >= 0], default=len(rest))
-    userinfo, at, host = rest[:end].rpartition("@")
-    if not at or ":" not in userinfo:
-        return None
-    user, _, password = userinfo.partition(":")
-    return f"{scheme}://{user}", password, f"@{host}", rest[end:]
-
-
 def url_password(url: str) -> str | None:
     """The password of a URL's user info, as written in it (still percent-encoded)."""
-    parts = _split_userinfo(url)
+    parts = split_userinfo(url)
     return parts[1] if parts is not None else None
-
-
-def hide_password(url: str) -> str:
-    """The URL as pages show it: its password replaced by ``***``."""
-    return redacted_url(url)
 
 
 def restore_password(submitted: str, stored: str | None) -> str:
     """A URL from an edit form: ``***`` as its password stands for the stored password."""
-    parts = _split_userinfo(submitted)
+    parts = split_userinfo(submitted)
     password = url_password(stored) if stored is not None else None
     if parts is None or parts[1] != HIDDEN or password is None:
         return submitted
-    user, _, host, rest = parts
-    return f"{user}:{password}{host}{rest}"
+    before, _, after = parts
+    return f"{before}{password}{after}"
 
 
 def scrub(text: str, url: str) -> str:
@@ -191,7 +171,7 @@ class CameraForm:
     def of_record(cls, record: CameraRecord) -> CameraForm:
         return cls(
             name=record.name,
-            url=hide_password(record.url),
+            url=redacted_url(record.url),
             kind=record.kind or "detect",
             title=record.title,
             max_fps="" if record.max_fps is None else f"{record.max_fps:g}",
@@ -202,7 +182,7 @@ class CameraForm:
 
     def shown(self) -> CameraForm:
         """The form as it may go back to the page: no password in the URL."""
-        return attrs.evolve(self, url=hide_password(self.url))
+        return attrs.evolve(self, url=redacted_url(self.url))
 
     @property
     def had_password(self) -> bool:
@@ -330,7 +310,7 @@ class AdminCameraRoutes:
             rows.append(
                 CameraRow(
                     record=record,
-                    url=hide_password(record.url),
+                    url=redacted_url(record.url),
                     kind=detected or record.kind or "detect",
                     status=status,
                     viewers=viewers,
@@ -382,7 +362,7 @@ class AdminCameraRoutes:
             "admin_camera.html",
             code,
             camera=record,
-            url=hide_password(record.url),
+            url=redacted_url(record.url),
             kind=detected or record.kind or "detect",
             status=status,
             viewers=viewers,
@@ -479,7 +459,7 @@ class AdminCameraRoutes:
             done=done,
             name=record.name,
             kind=record.kind or "detect",
-            url=hide_password(record.url),
+            url=redacted_url(record.url),
         )
 
     async def applied(self) -> None:
@@ -678,7 +658,7 @@ class AdminCameraRoutes:
         self.log.info(
             "admin {admin!r} tested {url}: {result}",
             admin=admin.username,
-            url=hide_password(url),
+            url=redacted_url(url),
             result="ok" if result["ok"] else result["error"],
         )
         if wants_json:
@@ -710,7 +690,7 @@ class AdminCameraRoutes:
         except Exception as failure:
             # Not log.failure: a traceback could carry the URL, password and all.
             reason = scrub(one_line(failure), url)
-            self.log.error("probe of {url} failed: {reason}", url=hide_password(url), reason=reason)
+            self.log.error("probe of {url} failed: {reason}", url=redacted_url(url), reason=reason)
             return {"ok": False, "error": reason}
         finally:
             self._probes -= 1

@@ -7,8 +7,7 @@ The cluster needs few things from Redis (CONTRACT §8):
   holds the caller's token, so a daemon whose lease expired can never extend or delete the
   next holder's. A fencing epoch (:meth:`IBus.incr`) is stamped on every frame.
 - **Frames and events.** :meth:`IBus.publish` once per frame or event; :meth:`IBus.subscribe`
-  (one channel) and :meth:`IBus.psubscribe` (a glob pattern) deliver them to every daemon. The
-  newest frame is also kept with :meth:`IBus.set` and a short ``px`` for late joiners.
+  (one channel) and :meth:`IBus.psubscribe` (a glob pattern) deliver them to every daemon.
 - **Counts and status.** Per-daemon values under keys with an expiry (:meth:`IBus.set`,
   :meth:`IBus.scan`, :meth:`IBus.mget`) or in hashes (:meth:`IBus.hset`,
   :meth:`IBus.hgetall`, :meth:`IBus.pexpire`).

@@ -76,9 +76,6 @@ NODE_TIMEOUT: Final = 3.5
 RELAY_TIMEOUT: Final = 3.0
 #: The holder refreshes the whole camera state this often (for late and lost followers).
 STATE_INTERVAL: Final = 2.0
-#: The newest frame is kept this long for snapshots, and written at most this often.
-NEWEST_MS: Final = 3000
-NEWEST_INTERVAL: Final = 0.25
 
 FRAME_MAGIC: Final = b"CPF1"
 _FRAME_HEAD: Final = struct.Struct(">4sQQ")
@@ -214,7 +211,6 @@ class ClusterSource:
         self._renewed_at = 0.0
         self._link_up = False
         self._cluster_connected = False
-        self._newest_written_at = float("-inf")
         self._state_published_at = float("-inf")
         self._pending: dict[str, _Pending] = {}
         self._heard_at = float("-inf")
@@ -517,12 +513,6 @@ class ClusterSource:
         self.frames_published += 1
         message = frame_message(self.epoch, self._sequence, data)
         self.node.publish(self._key("frames"), message)
-        now = self.node.now()
-        if now - self._newest_written_at >= NEWEST_INTERVAL:
-            self._newest_written_at = now
-            self.node.bus.set(self._key("newest"), message, px=NEWEST_MS).addErrback(
-                lambda f: f.trap(BusError)
-            )
         return self.listener.frame_received(data)
 
     def limits_reported(self, limits: Limits) -> None:

@@ -9,8 +9,7 @@ The cluster needs few things from Redis (CONTRACT §8):
 - **Frames and events.** :meth:`IBus.publish` once per frame or event; :meth:`IBus.subscribe`
   (one channel) and :meth:`IBus.psubscribe` (a glob pattern) deliver them to every daemon.
 - **Counts and status.** Per-daemon values under keys with an expiry (:meth:`IBus.set`,
-  :meth:`IBus.scan`, :meth:`IBus.mget`) or in hashes (:meth:`IBus.hset`,
-  :meth:`IBus.hgetall`, :meth:`IBus.pexpire`).
+  :meth:`IBus.scan`, :meth:`IBus.mget`).
 
 Two implementations: :class:`~camproxy.cluster.redisbus.RedisBus` and the in-memory
 :class:`~camproxy.cluster.memorybus.MemoryBus` for unit tests.
@@ -113,19 +112,6 @@ class IBus(Interface):
     def incr(key: str) -> Deferred[int]:
         """Add one to the integer under ``key`` (0 if missing) and fire with the result:
         the fencing epoch of a camera."""
-
-    def pexpire(key: str, ttl_ms: int) -> Deferred[bool]:
-        """Make ``key`` expire after ``ttl_ms`` milliseconds; fires with whether it
-        exists."""
-
-    def hset(key: str, field: str, value: bytes) -> Deferred[None]:
-        """Set ``field`` of the hash ``key`` to ``value``."""
-
-    def hgetall(key: str) -> Deferred[dict[str, bytes]]:
-        """Every field of the hash ``key`` (empty if it does not exist)."""
-
-    def hdel(key: str, field: str) -> Deferred[bool]:
-        """Remove ``field`` from the hash ``key``; fires with whether it existed."""
 
     def scan(prefix: str) -> Deferred[list[str]]:
         """Every key that starts with ``prefix`` (no glob: the prefix is literal), in no

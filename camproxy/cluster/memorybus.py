@@ -44,7 +44,7 @@ T = TypeVar("T")
 
 @attrs.define
 class _Entry:
-    value: bytes | dict[str, bytes]
+    value: bytes
     expires_at: float | None = None
 
 
@@ -174,21 +174,7 @@ class MemoryRedis:
 
     def _bytes(self, key: str) -> bytes | None:
         entry = self._entry(key)
-        if entry is None:
-            return None
-        if not isinstance(entry.value, bytes):
-            raise BusError("WRONGTYPE Operation against a key holding the wrong kind of value")
-        return entry.value
-
-    def _hash(self, key: str, create: bool = False) -> dict[str, bytes] | None:
-        entry = self._entry(key)
-        if entry is None:
-            if not create:
-                return None
-            entry = self._data[key] = _Entry({})
-        if not isinstance(entry.value, dict):
-            raise BusError("WRONGTYPE Operation against a key holding the wrong kind of value")
-        return entry.value
+        return None if entry is None else entry.value
 
     def _expiry(self, px: int | None) -> float | None:
         if px is None:
@@ -366,14 +352,7 @@ class MemoryBus(Service):
         return self._command(lambda: self.server._bytes(key))
 
     def mget(self, keys: Sequence[str]) -> Deferred[list[bytes | None]]:
-        def run() -> list[bytes | None]:
-            values: list[bytes | None] = []
-            for key in keys:
-                entry = self.server._entry(key)
-                values.append(entry.value if entry and isinstance(entry.value, bytes) else None)
-            return values
-
-        return self._command(run)
+        return self._command(lambda: [self.server._bytes(key) for key in keys])
 
     def delete(self, key: str) -> Deferred[bool]:
         def run() -> bool:
@@ -394,39 +373,6 @@ class MemoryBus(Service):
             expires_at = entry.expires_at if entry else None
             self.server._data[key] = _Entry(str(number).encode(), expires_at)
             return number
-
-        return self._command(run)
-
-    def pexpire(self, key: str, ttl_ms: int) -> Deferred[bool]:
-        def run() -> bool:
-            entry = self.server._entry(key)
-            if entry is None:
-                return False
-            entry.expires_at = self.server._now() + ttl_ms / 1000.0
-            return True
-
-        return self._command(run)
-
-    def hset(self, key: str, field: str, value: bytes) -> Deferred[None]:
-        def run() -> None:
-            fields = self.server._hash(key, create=True)
-            assert fields is not None
-            fields[field] = bytes(value)
-
-        return self._command(run)
-
-    def hgetall(self, key: str) -> Deferred[dict[str, bytes]]:
-        return self._command(lambda: dict(self.server._hash(key) or {}))
-
-    def hdel(self, key: str, field: str) -> Deferred[bool]:
-        def run() -> bool:
-            fields = self.server._hash(key)
-            if fields is None or field not in fields:
-                return False
-            del fields[field]
-            if not fields:
-                del self.server._data[key]
-            return True
 
         return self._command(run)
 

@@ -492,21 +492,6 @@ class RedisBus(Service):
     def incr(self, key: str) -> Deferred[int]:
         return self._command("INCR", key)
 
-    def pexpire(self, key: str, ttl_ms: int) -> Deferred[bool]:
-        return self._command("PEXPIRE", key, ttl_ms).addCallback(bool)
-
-    def hset(self, key: str, field: str, value: bytes) -> Deferred[None]:
-        return self._command("HSET", key, field, value).addCallback(lambda _: None)
-
-    def hgetall(self, key: str) -> Deferred[dict[str, bytes]]:
-        def pairs(flat: list[bytes]) -> dict[str, bytes]:
-            return {_text(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
-
-        return self._command("HGETALL", key).addCallback(pairs)
-
-    def hdel(self, key: str, field: str) -> Deferred[bool]:
-        return self._command("HDEL", key, field).addCallback(bool)
-
     async def _scan(self, prefix: str) -> list[str]:
         match = _glob_escape(prefix) + "*"
         found: set[str] = set()

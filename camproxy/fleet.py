@@ -25,7 +25,6 @@ from camproxy.accounts.access import Level
 from camproxy.hub.events import CloseReason
 from camproxy.hub.hub import CameraHub
 from camproxy.hub.source import ICameraSource, ISourceListener
-from camproxy.hub.viewer import IViewer
 from camproxy.urls import redacted_url
 
 DEFAULT_CAMERA = "default"
@@ -132,11 +131,6 @@ class Fleet(Service):
 
     def __len__(self) -> int:
         return len(self._stacks)
-
-    def viewers(self) -> Iterator[IViewer]:
-        """Every viewer of every camera, whatever its transport."""
-        for stack in list(self._stacks.values()):
-            yield from stack.hub.viewers
 
     # -- changing the cameras ----------------------------------------------------------
 

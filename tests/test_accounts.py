@@ -364,18 +364,18 @@ async def test_ordinary_users_need_no_admin(world: World) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_ensure_admin(world: World) -> None:
-    assert await world.users.ensure_admin("Root", "first password") is True
+    assert world.users.ensure_admin_now("root", "first password") is True
     root = await world.users.get("root")
     assert root is not None and root.is_admin
-    assert await world.users.ensure_admin("root", "other password") is False
+    assert world.users.ensure_admin_now("root", "other password") is False
     assert await world.users.authenticate("root", "first password") is not None
 
     await world.users.add("alice", PASSWORD)
-    assert await world.users.ensure_admin("alice", "whatever1") is False
+    assert world.users.ensure_admin_now("alice", "whatever1") is False
     alice = await world.users.get("alice")
     assert alice is not None and not alice.is_admin
     with pytest.raises(BadPassword):
-        await world.users.ensure_admin("bob", "")
+        world.users.ensure_admin_now("bob", "")
 
 
 @pytest_twisted.ensureDeferred

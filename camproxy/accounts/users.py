@@ -349,24 +349,11 @@ class UserStore:
         """Delete a user and all the user's sessions."""
         return self._db.write(_delete, username)
 
-    @as_deferred
-    async def ensure_admin(self, username: str, password: str) -> bool:
-        """Create ``username`` as an admin unless a user of that name exists.
-
-        For ``ADMIN_USERNAME``/``ADMIN_PASSWORD`` at start: True if it was created. An
-        existing user is left exactly as it is, whatever its password or role.
-        """
-        if await self._db.read(_by_name, username) is not None:
-            return False
-        try:
-            await self.add(username, password, admin=True)
-        except UserExists:
-            return False
-        return True
-
     def ensure_admin_now(self, username: str, password: str) -> bool:
-        """``ensure_admin``, blocking (bcrypt included): for the daemon's start, before
-        the reactor runs and before the port is bound.
+        """Create ``username`` as an admin unless a user of that name exists, blocking
+        (bcrypt included): for ``ADMIN_USERNAME``/``ADMIN_PASSWORD`` at the daemon's start,
+        before the reactor runs and before the port is bound. True if it was created; an
+        existing user is left exactly as it is, whatever its password or role.
         """
         check_username(username)
         check_new_password(password)

@@ -52,7 +52,7 @@ from camproxy.hub.events import (
     Refusal,
     Refused,
 )
-from camproxy.hub.hub import CameraHub
+from camproxy.hub.hub import NOT_CONNECTED, CameraHub
 from camproxy.hub.relay import ICommandRelay
 from camproxy.hub.source import (
     Capabilities,
@@ -80,7 +80,6 @@ STATE_INTERVAL: Final = 2.0
 FRAME_MAGIC: Final = b"CPF1"
 _FRAME_HEAD: Final = struct.Struct(">4sQQ")
 
-NOT_CONNECTED = Refused(Refusal.NOT_CONNECTED, "camera not connected")
 CHANGING_HANDS = Refused(
     Refusal.NOT_CONNECTED, "the camera is changing hands between daemons; try again"
 )
@@ -716,7 +715,7 @@ class ClusterNode(Service):
         self.node_name = name
         self.now = now or clock.seconds
         self.sources: dict[str, ClusterSource] = {}
-        self._others: dict[str, tuple[float, dict[str, int], list[str]]] = {}
+        self._others: dict[str, tuple[float, dict[str, int]]] = {}
         self._tick = LoopingCall(self._tick_all)
         self._tick.clock = clock
         self._heartbeat_call: IDelayedCall | None = None
@@ -837,20 +836,19 @@ class ClusterNode(Service):
         if not isinstance(node, str) or not isinstance(counts, dict):
             return
         known = {str(k): int(v) for k, v in counts.items() if isinstance(v, int)}
-        holds = fields.get("holds") if isinstance(fields.get("holds"), list) else []
-        self._others[node] = (self.now(), known, [str(h) for h in holds or []])
+        self._others[node] = (self.now(), known)
         self._update_remote()
 
-    def others(self) -> dict[str, tuple[dict[str, int], list[str]]]:
-        """The other daemons heard from recently: their counts and the cameras they hold."""
-        return {node: (counts, holds) for node, (_, counts, holds) in self._others.items()}
+    def others(self) -> dict[str, dict[str, int]]:
+        """The other daemons heard from recently, and their viewers per camera."""
+        return {node: counts for node, (_, counts) in self._others.items()}
 
     def _update_remote(self) -> None:
         now = self.now()
-        for node in [n for n, (seen, _, _) in self._others.items() if now - seen > NODE_TIMEOUT]:
+        for node in [n for n, (seen, _) in self._others.items() if now - seen > NODE_TIMEOUT]:
             del self._others[node]
         remote: dict[str, int] = {}
-        for _seen, counts, _holds in self._others.values():
+        for _seen, counts in self._others.values():
             for camera, count in counts.items():
                 remote[camera] = remote.get(camera, 0) + count
         for camera, source in self.sources.items():

@@ -102,11 +102,6 @@ class Esp32Source(HttpCameraSource):
     def kind(self) -> str:
         return "esp32"
 
-    @property
-    def stream_path(self) -> str:
-        """Where the stream was last found (``/stream`` until a 404 says otherwise)."""
-        return self._stream_path
-
     def when_closed(self) -> Deferred[None]:
         return gatherResults(
             [self._video.tracker.idle(), self._control.tracker.idle()]

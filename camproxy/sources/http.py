@@ -44,8 +44,8 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgentEndpointFactory, IResponse
 from zope.interface import implementer
 
-#: First retry within a second, then doubling up to about five seconds, forever (as the
-#: RoboCam link does).
+#: First retry within a second, then doubling up to about five seconds, forever (every
+#: camera kind, the RoboCam link too).
 RETRY_POLICY = backoffPolicy(
     initialDelay=0.25, maxDelay=4.5, factor=2.0, jitter=lambda: random.uniform(0, 0.5)
 )

@@ -56,10 +56,8 @@ _JPEG_TYPES = frozenset({b"image/jpeg", b"image/jpg", b"image/pjpeg"})
 class SourceStats:
     """Counters for monitoring and tests."""
 
-    frames: int = 0  # valid frames reported
     invalid: int = 0  # parts or answers that were not a JPEG under the limit
     discarded: int = 0  # parts skipped by the MJPEG parser (over a limit)
-    connects: int = 0  # times the camera counted as connected
     failures: int = 0  # attempts or links that ended in a failure
 
 
@@ -154,11 +152,6 @@ class HttpCameraSource:
     @property
     def paced(self) -> bool:
         return self._mode == STILL
-
-    @property
-    def video_connections(self) -> int:
-        """Connections to the camera's video open right now (never more than one)."""
-        return self._video.tracker.live
 
     def when_closed(self) -> Deferred[None]:
         """Fires once no connection to the camera is open (say, after :meth:`close`),
@@ -405,13 +398,11 @@ class HttpCameraSource:
     # -- frames and failures ----------------------------------------------------------------------
 
     def _valid_frame(self, generation: int, data: bytes) -> None:
-        self.stats.frames += 1
         self._link_frames += 1
         self._failures = 0
         self._unanswered_since = None
         if not self.connected:
             self.connected = True
-            self.stats.connects += 1
             self.last_error = None
             self.log.info("camera connected at {url}", url=self.redacted_url)
             self._announcing = True

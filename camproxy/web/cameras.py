@@ -6,17 +6,13 @@ exactly as for a name that does not exist (CONTRACT §6).
 
 from __future__ import annotations
 
-import re
-
 import attrs
 
 from camproxy.accounts.access import Level, access_level
+from camproxy.accounts.cameras import CAMERA_NAME
 from camproxy.accounts.principal import Principal
 from camproxy.fleet import DEFAULT_CAMERA, CameraStack, Fleet
 from camproxy.hub.source import Limits
-
-#: A camera's name: it appears in URLs (CONTRACT §6).
-CAMERA_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 
 __all__ = ["CAMERA_NAME", "DEFAULT_CAMERA", "CameraAccess", "VisibleCamera"]
 

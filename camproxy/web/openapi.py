@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from camproxy.accounts.cameras import CAMERA_NAME
 from camproxy.hub.source import Limits
 
 ERROR = {"$ref": "#/components/schemas/Error"}
@@ -35,7 +36,7 @@ NAME = {
     "in": "path",
     "required": True,
     "description": "The camera's name",
-    "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,31}$"},
+    "schema": {"type": "string", "pattern": f"^{CAMERA_NAME.pattern}$"},
 }
 
 

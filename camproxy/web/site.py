@@ -15,6 +15,7 @@ from twisted.web.resource import IResource, Resource
 
 from camproxy.fleet import DEFAULT_CAMERA
 from camproxy.web.origins import OriginPolicy
+from camproxy.web.rendering import cross_site
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; img-src 'self' blob: data:; connect-src 'self'; "
@@ -84,14 +85,10 @@ class SiteRoot(Resource):
         return self._groups.get(path, self._pages)
 
     def _websocket_for(self, request: Any, camera: str) -> IResource:
+        if not cross_site(request, self._origins):
+            return self._camera_socket(camera)
         origin = request.getHeader(b"origin")
         host = request.getHeader(b"host")
-        if self._origins.allows(
-            origin.decode("latin-1") if origin is not None else None,
-            host.decode("latin-1") if host is not None else None,
-            request.isSecure(),
-        ):
-            return self._camera_socket(camera)
         self.log.info(
             "refused a viewer socket from origin {origin!r} (host {host!r}): origin not allowed",
             origin=origin.decode("latin-1", "replace")[:200] if origin is not None else None,

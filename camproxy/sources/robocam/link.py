@@ -7,7 +7,6 @@ closes on the hub's demand (idle close) and reconnects with backoff while open.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +15,7 @@ import txaio
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from autobahn.websocket.protocol import ConnectionResponse
 from hyperlink import URL
-from twisted.application.internet import ClientService, backoffPolicy
+from twisted.application.internet import ClientService
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClientEndpoint
@@ -33,13 +32,8 @@ from camproxy.hub.source import (
     Limits,
 )
 from camproxy.sources.complaints import LogLimiter
-from camproxy.sources.http import describe
+from camproxy.sources.http import RETRY_POLICY, describe
 from camproxy.sources.robocam import dialect
-
-#: First retry within a second, then doubling up to about five seconds, forever.
-RETRY_POLICY = backoffPolicy(
-    initialDelay=0.25, maxDelay=4.5, factor=2.0, jitter=lambda: random.uniform(0, 0.5)
-)
 
 
 @attrs.frozen

@@ -292,7 +292,15 @@ async def behind_nginx(
         reactor, holder_daemon.poll, lambda code: code is not None, 20, "the holder's exit"
     )
     stopped_at = time.monotonic()
-    await deferLater(reactor, 0.5, lambda: None)
+    # The holder closed its two viewers as it stopped (nginx passes the close on): wait
+    # for those closes to reach us, then the survivor's two must still be open.
+    await eventually(
+        reactor,
+        lambda: sum(v.closed.called for v in viewers),
+        lambda closed: closed >= 2,
+        WAIT,
+        "the stopped holder's viewers closed",
+    )
     open_viewers = [v for v in viewers if not v.closed.called]
     assert len(open_viewers) == 2, "the holder closed its viewers; the survivor's stay"
     for viewer in open_viewers:

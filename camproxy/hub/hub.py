@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import attrs
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -508,19 +508,6 @@ class CameraHub:
 
     # -- commands -----------------------------------------------------------------
 
-    def submit(self, command: Command, requester: IRequester) -> Deferred[None]:
-        """:meth:`execute`, and a Deferred that fires once the command was decided (at
-        once, unless it was relayed to another daemon)."""
-        relay = self._relay()
-        if relay is None:
-            self.execute(command, requester)
-            return succeed(None)
-        refusal = self._local_refusal(command, requester)
-        if refusal is not None:
-            requester.command_refused(refusal)
-            return succeed(None)
-        return relay.relay(command, requester)
-
     def _relay(self) -> ICommandRelay | None:
         source = self._source
         if source is not None and ICommandRelay.providedBy(source) and source.relaying:
@@ -533,8 +520,13 @@ class CameraHub:
         Returns whether it went to the camera (or to the daemon that holds it); a refusal
         has been reported to ``requester`` (a light that fails to switch, later).
         """
-        if self._relay() is not None:
-            self.submit(command, requester)
+        relay = self._relay()
+        if relay is not None:
+            refusal = self._local_refusal(command, requester)
+            if refusal is not None:
+                requester.command_refused(refusal)
+            else:
+                relay.relay(command, requester)
             return True
         if isinstance(command, ReleaseControl):
             return self._release(requester)

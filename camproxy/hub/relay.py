@@ -3,7 +3,6 @@ daemon holding the camera's link hands every command to it."""
 
 from __future__ import annotations
 
-from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
 
 from camproxy.hub.commands import Command
@@ -18,9 +17,6 @@ class ICommandRelay(Interface):
         "are decided there too)"
     )
 
-    def relay(command: Command, requester: IRequester) -> Deferred[None]:
-        """Have ``command`` carried out where the camera is held.
-
-        Fires once it was decided there; a refusal (also a late one, like a camera's
-        "position out of bounds") is reported to ``requester``.
-        """
+    def relay(command: Command, requester: IRequester) -> None:
+        """Have ``command`` carried out where the camera is held; a refusal (also a late
+        one, like a camera's "position out of bounds") is reported to ``requester``."""

@@ -27,7 +27,7 @@ from typing import Any, Final
 
 import attrs
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -162,7 +162,6 @@ class RemoteRequester:
 @attrs.define
 class _Pending:
     requester: IRequester
-    decided: Deferred[None]
     timeout: IDelayedCall | None
 
 
@@ -208,7 +207,6 @@ class ClusterSource:
         self._seen_epoch = 0
         self._sequence = 0
         self._renewed_at = 0.0
-        self._link_up = False
         self._cluster_connected = False
         self._state_published_at = float("-inf")
         self._pending: dict[str, _Pending] = {}
@@ -249,12 +247,12 @@ class ClusterSource:
         self.node.bus.subscribe(self._key("frames"), self._frame_published)
         self.node.read_state(self)
 
-    def close(self) -> None:
+    def close(self, why: str = "no viewers in the cluster") -> None:
         if not self._open:
             return
         self._open = False
         if self.holding:  # not subscribed to its frames meanwhile
-            self.give_up("no viewers in the cluster", release=True)
+            self.give_up(why, release=True)
         else:
             self.node.bus.unsubscribe(self._key("frames"), self._frame_published)
 
@@ -285,14 +283,13 @@ class ClusterSource:
     def relaying(self) -> bool:
         return self._real is None
 
-    def relay(self, command: Command, requester: IRequester) -> Deferred[None]:
+    def relay(self, command: Command, requester: IRequester) -> None:
         if self._seen_epoch == 0 or not self.node.bus.connected or not self._cluster_connected:
             requester.command_refused(NOT_CONNECTED)
-            return succeed(None)
+            return
         command_id = uuid.uuid4().hex
-        decided: Deferred[None] = Deferred()
         timeout = self.node.clock.callLater(RELAY_TIMEOUT, self._relay_timed_out, command_id)
-        self._pending[command_id] = _Pending(requester, decided, timeout)
+        self._pending[command_id] = _Pending(requester, timeout)
         message = {
             "id": command_id,
             "node": self.node.node_name,
@@ -303,14 +300,12 @@ class ClusterSource:
             "command": encode_command(command),
         }
         self.node.publish(self._key("commands"), _dump(message))
-        return decided
 
     def _relay_timed_out(self, command_id: str) -> None:
         pending = self._pending.pop(command_id, None)
         if pending is not None:
             pending.timeout = None
             pending.requester.command_refused(NOT_CONNECTED)
-            pending.decided.callback(None)
 
     def reply(self, fields: dict[str, Any]) -> None:
         """An answer from the holder to one of this daemon's relayed commands."""
@@ -329,8 +324,6 @@ class ClusterSource:
         if pending.timeout is not None and pending.timeout.active():
             pending.timeout.cancel()
         pending.timeout = None
-        if not pending.decided.called:
-            pending.decided.callback(None)
         # Kept a while for late refusals (a camera's "out of bounds", a failed light).
         self.node.clock.callLater(RELAY_TIMEOUT * 3, self._pending.pop, command_id, None)
 
@@ -466,7 +459,6 @@ class ClusterSource:
         real.close()
         if self._open:
             self.node.bus.subscribe(self._key("frames"), self._frame_published)
-        self._link_up = False
         self._publish_event({"type": "status", "connected": False, "epoch": self.epoch})
         self._cluster_disconnected()
         if release:
@@ -493,13 +485,11 @@ class ClusterSource:
     # -- ISourceListener: the holder's real source (through a GatedListener) ----------------
 
     def source_connected(self) -> None:
-        self._link_up = True
         self._cluster_connected = True
         self.listener.source_connected()
         self._publish_state()
 
     def source_disconnected(self) -> None:
-        self._link_up = False
         self._cluster_disconnected()
         self._publish_event({"type": "status", "connected": False, "epoch": self.epoch})
 
@@ -555,7 +545,7 @@ class ClusterSource:
         state: dict[str, Any] = {
             "type": "state",
             "epoch": self.epoch,
-            "connected": self._link_up,
+            "connected": self._cluster_connected,
             "kind": self.kind,
             "capabilities": self.capabilities.as_json(),
         }
@@ -627,12 +617,7 @@ class ClusterSource:
         elif kind == "light" and isinstance(fields.get("state"), bool):
             self.listener.light_reported(fields["state"])
         elif kind == "control":
-            holder = fields.get("holder")
-            expires = fields.get("expires_in")
-            self.listener.control_reported(
-                holder if isinstance(holder, str) else None,
-                float(expires) if isinstance(expires, (int, float)) else None,
-            )
+            self.listener.control_reported(*_control_from(fields))
 
     def _follow_state(self, fields: dict[str, Any]) -> None:
         if isinstance(fields.get("kind"), str):
@@ -668,13 +653,9 @@ class ClusterSource:
         light = fields.get("light")
         if isinstance(light, bool) and hub.light != light:
             self.listener.light_reported(light)
-        holder = fields.get("holder")
-        if hub.holder != (holder if isinstance(holder, str) else None):
-            expires = fields.get("expires_in")
-            self.listener.control_reported(
-                holder if isinstance(holder, str) else None,
-                float(expires) if isinstance(expires, (int, float)) else None,
-            )
+        holder, expires_in = _control_from(fields)
+        if hub.holder != holder:
+            self.listener.control_reported(holder, expires_in)
 
     def _cluster_disconnected(self) -> None:
         if self._cluster_connected:
@@ -683,13 +664,20 @@ class ClusterSource:
 
     def stop(self) -> None:
         """The daemon stops: give the camera up at once, for another daemon to take."""
-        if self.holding:
-            self.give_up("this daemon stops", release=True)
-        self.close()
+        self.close("this daemon stops")
         for pending in list(self._pending.values()):
             if pending.timeout is not None and pending.timeout.active():
                 pending.timeout.cancel()
         self._pending.clear()
+
+
+def _control_from(fields: dict[str, Any]) -> tuple[str | None, float | None]:
+    """The holder and the seconds left of a control message or a camera state."""
+    holder, expires = fields.get("holder"), fields.get("expires_in")
+    return (
+        holder if isinstance(holder, str) else None,
+        float(expires) if isinstance(expires, (int, float)) else None,
+    )
 
 
 def _ints(fields: dict[str, Any], *names: str) -> bool:

@@ -304,34 +304,17 @@ class AdminCameraRoutes:
         for levels in grants.values():
             for camera in levels:
                 per_camera[camera] = per_camera.get(camera, 0) + 1
-        rows = []
-        for record in records:
-            status, viewers, detected, holder = _status(self.deps.fleet, record.name)
-            rows.append(
-                CameraRow(
-                    record=record,
-                    url=redacted_url(record.url),
-                    kind=detected or record.kind or "detect",
-                    status=status,
-                    viewers=viewers,
-                    grants=per_camera.get(record.name, 0),
-                    holder=holder,
-                )
-            )
+        rows = [self._row(record, per_camera.get(record.name, 0)) for record in records]
         done = form_value(request, "done")
         camera = form_value(request, "camera")
         message = MESSAGES[done].format(camera=camera) if done in MESSAGES and camera else None
-        return self.deps.renderer.render(
+        return self._render(
             request,
+            admin,
             "admin_cameras.html",
             code,
             cameras=rows,
             form=form or CameraForm(),
-            kinds=KIND_CHOICES,
-            levels=LEVEL_NAMES,
-            modes=CONTROL_MODES,
-            csrf_token=self.deps.forms.csrf.issue(admin.session_id),
-            current_user=admin.username,
             message=message,
             error=error,
             probe=probe,
@@ -354,31 +337,57 @@ class AdminCameraRoutes:
         users = await self.deps.accounts.users.list()
         granted = dict(await self.cameras().grants_on(record.name))
         rows = [self._grant_row(user, granted.get(user.username), record) for user in users]
-        status, viewers, detected, holder = _status(self.deps.fleet, record.name)
+        shown = self._row(record)
         done = form_value(request, "done")
         message = MESSAGES[done].format(camera=record.name) if done in MESSAGES else None
-        return self.deps.renderer.render(
+        return self._render(
             request,
+            admin,
             "admin_camera.html",
             code,
             camera=record,
+            url=shown.url,
+            kind=shown.kind,
+            status=shown.status,
+            viewers=shown.viewers,
+            holder=shown.holder,
+            form=form or CameraForm.of_record(record),
+            grants=rows,
+            grant_choices=GRANT_CHOICES,
+            message=message,
+            error=error,
+            grants_error=grants_error,
+            probe=probe,
+        )
+
+    def _row(self, record: CameraRecord, grants: int = 0) -> CameraRow:
+        """The camera as the pages show it: its stored settings and its running state."""
+        status, viewers, detected, holder = _status(self.deps.fleet, record.name)
+        return CameraRow(
+            record=record,
             url=redacted_url(record.url),
             kind=detected or record.kind or "detect",
             status=status,
             viewers=viewers,
+            grants=grants,
             holder=holder,
-            form=form or CameraForm.of_record(record),
-            grants=rows,
-            grant_choices=GRANT_CHOICES,
+        )
+
+    def _render(
+        self, request: IRequest, admin: Principal, template: str, code: int, **context: Any
+    ) -> bytes:
+        """A camera admin page, with what every one of them needs."""
+        assert admin.session_id is not None
+        return self.deps.renderer.render(
+            request,
+            template,
+            code,
             kinds=KIND_CHOICES,
             levels=LEVEL_NAMES,
             modes=CONTROL_MODES,
             csrf_token=self.deps.forms.csrf.issue(admin.session_id),
             current_user=admin.username,
-            message=message,
-            error=error,
-            grants_error=grants_error,
-            probe=probe,
+            **context,
         )
 
     @staticmethod

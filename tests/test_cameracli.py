@@ -120,12 +120,35 @@ async def test_passwords_in_urls_are_never_printed(shell: Shell) -> None:
     assert refused.code == 1 and "hunter2" not in refused.err
 
 
+EDGE_NAMES = ["g", "7", "1st-floor", "cam-", "a" * 32, "9" + "-" * 31]
+
+
+@pytest_twisted.ensureDeferred
+async def test_names_at_the_edges_of_the_rule_are_accepted(shell: Shell) -> None:
+    """1-32 of a-z, 0-9 and -, starting with a letter or digit (CONTRACT §6)."""
+    for name in EDGE_NAMES:
+        result = shell.camera("add", name, "http://cam.lan/")
+        assert (result.code, result.err) == (0, ""), (name, result)
+    listed = json.loads(ok(shell.camera("list", "--json")))
+    assert sorted(c["name"] for c in listed) == sorted(EDGE_NAMES)
+    assert all(c["title"] == c["name"] for c in listed)
+    # The other commands take them too.
+    ok(shell.camera("set", "1st-floor", "--title", "First floor"))
+    ok(shell.camera("grant", "a" * 32, "carol", "view"))
+    assert await shell.cameras.grants_on("a" * 32) == [("carol", Level.VIEW)]
+    ok(shell.camera("remove", "g"))
+    titles = {r.name: r.title for r in await shell.cameras.list()}
+    assert "g" not in titles and titles["1st-floor"] == "First floor"
+
+
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
         (["add", "Garden", "http://x/"], "invalid camera name"),
         (["add", "-x", "http://x/"], None),
         (["add", "a" * 33, "http://x/"], "invalid camera name"),
+        (["add", "", "http://x/"], "invalid camera name"),
+        (["add", "a_b", "http://x/"], "invalid camera name"),
         (["add", "g", "ftp://x/"], "camera URL is ws(s)://"),
         (["add", "g", "ws://x/ws", "--kind", "esp32"], "needs an http(s) URL"),
         (["add", "g", "http://x/", "--max-fps", "0"], "max-fps must be between"),

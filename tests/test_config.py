@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -132,7 +133,15 @@ def test_cluster_settings_and_their_refusals() -> None:
     )
     assert (config.redis_url, config.node) == ("redis://:pw-xyz@127.0.0.1:6379/2", "n1")
     assert not any(s in repr(config) for s in ("pw-xyz", "key-xyz", "admin-xyz"))
-    assert build_config({"database": postgres}, {"SECRET_KEY": "k"}).node  # host:port
+    # --node's default (CONTRACT §8): this host's name and the port the daemon listens on.
+    host = socket.gethostname()
+    assert build_config({"database": postgres}, {"SECRET_KEY": "k"}).node == f"{host}:5000"
+    assert build_config({}, {"SECRET_KEY": "k", "PORT": "8081"}).node == f"{host}:8081"
+    listen = {"listen": "tcp:6001:interface=127.0.0.1"}
+    assert build_config(listen, {"SECRET_KEY": "k"}).node == f"{host}:6001"
+    assert build_config({}, {"SECRET_KEY": "k", "NODE_NAME": "edge-2"}).node == "edge-2"
+    given = build_config({"node": "n9"}, {"SECRET_KEY": "k", "NODE_NAME": "edge-2"})
+    assert given.node == "n9"  # the option over the environment
     with pytest.raises(ConfigError, match="SQLite") as refused:
         build_config({"redis": "redis://127.0.0.1"}, {"SECRET_KEY": "k"})
     assert "\n" not in str(refused.value)

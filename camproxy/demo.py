@@ -40,11 +40,6 @@ class DemoCameras(Service):
         self.robocam: Any = None
         self.esp32: Any = None
 
-    @property
-    def socket_path(self) -> str:
-        """The RoboCam's socket."""
-        return self.sockets[("democam", 80)]
-
     def unix_socket(self, host: str, port: int) -> str | None:
         """The socket of a demo camera's host and port, or None for any other."""
         return self.sockets.get((host, port))
@@ -68,7 +63,9 @@ class DemoCameras(Service):
         def esp32_listening(server: Any) -> None:
             self.esp32 = server
 
-        listen_demo_camera(self._reactor, f"unix:{self.socket_path}").addCallback(robocam_listening)
+        listen_demo_camera(self._reactor, f"unix:{self.sockets['democam', 80]}").addCallback(
+            robocam_listening
+        )
         listen_esp32_camera(
             self._reactor,
             f"unix:{self.sockets[(ESP32_HOST, 80)]}",

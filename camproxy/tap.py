@@ -10,8 +10,8 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-import attrs
 from autobahn.twisted.resource import WebSocketResource
+from hyperlink import URL
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import Application, IService, MultiService, Service
 from twisted.internet.defer import Deferred
@@ -29,7 +29,7 @@ from camproxy.accounts.passwords import IPasswordHasher
 from camproxy.accounts.principal import PrincipalRefresher
 from camproxy.accounts.service import AccountsService, StartupError, StartupSettings
 from camproxy.config import Config, ConfigError, build_config, read_environment
-from camproxy.demo import ROBOCAM_URL, DemoCameras
+from camproxy.demo import DemoCameras
 from camproxy.fleet import DEFAULT_CAMERA, CameraSpec, CameraStack, CameraWatcher, Fleet
 from camproxy.hub.hub import CameraHub
 from camproxy.hub.source import ICameraSource, ISourceListener
@@ -227,7 +227,6 @@ class CameraBuilders:
         self._proxies = proxies
         self._demo = demo
         self.cameras: CameraAccess | None = None
-        self._sockets: dict[str, IResource] = {}
         self._nowhere: IResource | None = None
 
     def hub(self, spec: CameraSpec) -> CameraHub:
@@ -309,16 +308,15 @@ class CameraBuilders:
             ping_timeout=config.camera_ping_interval,
             ca_file=config.camera_ca,
         )
-        if self._demo is not None and spec.url == ROBOCAM_URL:
-            endpoint = UNIXClientEndpoint(self._reactor, self._demo.socket_path)
-            return RoboCamSource(
-                self._reactor,
-                listener,
-                attrs.evolve(settings, ca_file=None),
-                endpoint=endpoint,
-                retry_policy=retry_policy,
-            )
-        return RoboCamSource(self._reactor, listener, settings, retry_policy=retry_policy)
+        endpoint = None
+        if self._demo is not None:
+            # A demo camera's host and port are routed to its socket, as the HTTP ones are.
+            url = URL.from_text(spec.url)
+            path = self._demo.unix_socket(url.host, url.port or 80)
+            endpoint = UNIXClientEndpoint(self._reactor, path) if path is not None else None
+        return RoboCamSource(
+            self._reactor, listener, settings, endpoint=endpoint, retry_policy=retry_policy
+        )
 
     def _factory(self, hub: CameraHub, camera: str, fields: Any) -> ViewerFactory:
         proxies = self._proxies
@@ -338,19 +336,15 @@ class CameraBuilders:
         )
 
     def viewers(self, stack: CameraStack) -> ViewerFactory:
-        factory = self._factory(
+        return self._factory(
             stack.hub,
             stack.name,
             lambda: {"camera": stack.name, "title": stack.title, "kind": stack.kind},
         )
-        self._sockets[stack.name] = WebSocketResource(factory)
-        return factory
 
-    def socket_resource(self, camera: str) -> IResource:
-        """The viewer socket of a camera; for any other name, one that refuses alike."""
-        found = self._sockets.get(camera)
-        if found is not None and self.cameras is not None and self.cameras.exists(camera):
-            return found
+    def nowhere(self) -> IResource:
+        """The viewer socket for a camera that does not exist: it refuses as for one the
+        viewer may not see."""
         if self._nowhere is None:
             # Never started: its gate refuses every handshake as for an invisible camera.
             nowhere = CameraHub(self._reactor, max_fps=1, idle_close=0)
@@ -532,7 +526,11 @@ def build_service(
             b"snapshot.jpg": api_resource,
             b"metrics": api_resource,
         },
-        builders.socket_resource,
+        lambda camera: (
+            WebSocketResource(stack.viewers)
+            if (stack := fleet.get(camera)) is not None
+            else builders.nowhere()
+        ),
         origins,
     )
     site = CamProxySite(root, reactor, proxies, metrics)

@@ -39,9 +39,6 @@ class CameraAccess:
     def __init__(self, fleet: Fleet) -> None:
         self._fleet = fleet
 
-    def exists(self, name: str) -> bool:
-        return self._fleet.get(name) is not None
-
     def level(self, principal: Principal, name: str) -> Level:
         stack = self._fleet.get(name) if CAMERA_NAME.fullmatch(name) else None
         if stack is None:

@@ -221,3 +221,17 @@ def machine_cpu() -> tuple[float, float]:
     idle = values[3] + (values[4] if len(values) > 4 else 0)
     total = sum(values[:8])
     return total - idle, total
+
+
+def cpu_model() -> str:
+    """The processor's model name, from /proc/cpuinfo, for the reports."""
+    with open("/proc/cpuinfo") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
+def parse_ns(text: str) -> list[int]:
+    """``--viewers 200,500``: the Ns to run."""
+    return [int(v) for v in text.split(",") if v.strip()]

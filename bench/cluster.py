@@ -834,17 +834,11 @@ def run_row(run: dict[str, Any], threshold: float) -> str:
 
 
 def machine() -> dict[str, Any]:
-    model = "unknown"
-    with open("/proc/cpuinfo") as cpuinfo:
-        for line in cpuinfo:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
     redis = subprocess.run(
         ["redis-server", "--version"], capture_output=True, text=True, check=False
     ).stdout.strip()
     return {
-        "cpu": model,
+        "cpu": wl.cpu_model(),
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "kernel": platform.release(),
@@ -890,10 +884,6 @@ def attempt(bench: Bench, mode: str, n: int) -> dict[str, Any]:
         flush=True,
     )
     return result
-
-
-def parse_ns(text: str) -> list[int]:
-    return [int(v) for v in text.split(",") if v.strip()]
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -992,7 +982,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             bench = Bench(args, tmp, stack)
             bench.create_users(max(1, args.users))
             stepping = list(args.mode_list)
-            for n in parse_ns(args.viewers):
+            for n in wl.parse_ns(args.viewers):
                 for mode in list(stepping):
                     result = attempt(bench, mode, n)
                     for _ in range(args.retries):

@@ -1525,25 +1525,15 @@ def plot(results: list[dict[str, Any]], path: Path) -> bool:
 
 
 def machine() -> dict[str, Any]:
-    model = "unknown"
-    with open("/proc/cpuinfo") as cpuinfo:
-        for line in cpuinfo:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
     import twisted
 
     return {
-        "cpu": model,
+        "cpu": wl.cpu_model(),
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "twisted": twisted.__version__,
         "kernel": platform.release(),
     }
-
-
-def parse_ns(text: str) -> list[int]:
-    return [int(v) for v in text.split(",") if v.strip()]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1663,9 +1653,9 @@ def main(argv: list[str] | None = None) -> int:
         args.out = str(HERE / "results" / "quick" if args.quick else HERE / "results")
     if args.storm:
         args.concurrency = 0
-    ns = parse_ns(args.viewers)
-    slow_at = parse_ns(args.slow_at) if args.slow_at else ns
-    phones_at = parse_ns(args.phones_at) if args.phones_at else ns
+    ns = wl.parse_ns(args.viewers)
+    slow_at = wl.parse_ns(args.slow_at) if args.slow_at else ns
+    phones_at = wl.parse_ns(args.phones_at) if args.phones_at else ns
     plan: list[Plan] = []
     camera_kinds = args.camera_kind.split(",")
     for secure in {"off": [False], "on": [True], "both": [False, True]}[args.tls]:

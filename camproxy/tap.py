@@ -40,6 +40,7 @@ from camproxy.sources.http import HttpSourceSettings, RoutedEndpointFactory
 from camproxy.sources.kinds import default_kind, likely_capabilities, make_source, url_problem
 from camproxy.sources.probe import ProbeResult, probe
 from camproxy.sources.robocam.link import CameraSettings, RoboCamSource
+from camproxy.trust import load_ca_file
 from camproxy.viewers.websocket import ViewerFactory
 from camproxy.web.admin import AdminDependencies, AdminRoutes, AdminSections
 from camproxy.web.admin_cameras import AdminCameraDependencies, AdminCameraRoutes, CameraTools
@@ -226,6 +227,7 @@ class CameraBuilders:
         self._auth = auth
         self._proxies = proxies
         self._demo = demo
+        self._camera_trust = camera_trust_root(config)
         self.cameras: CameraAccess | None = None
         self._nowhere: IResource | None = None
 
@@ -267,7 +269,7 @@ class CameraBuilders:
             max_fps=spec.max_fps,
             max_frame_bytes=config.max_frame_bytes,
             connect_timeout=config.camera_connect_timeout,
-            ca_file=config.camera_ca,
+            trust_root=self._camera_trust,
             endpoint_factory=endpoint_factory,
         )
 
@@ -306,7 +308,7 @@ class CameraBuilders:
             connect_timeout=config.camera_connect_timeout,
             ping_interval=config.camera_ping_interval,
             ping_timeout=config.camera_ping_interval,
-            ca_file=config.camera_ca,
+            trust_root=self._camera_trust,
         )
         endpoint = None
         if self._demo is not None:
@@ -368,6 +370,17 @@ def with_backlog(description: str) -> str:
     if kind in ("tcp", "tcp6", "ssl", "unix") and "backlog=" not in description:
         return f"{description}:backlog={LISTEN_BACKLOG}"
     return description
+
+
+def camera_trust_root(config: Config) -> Any:
+    """``--camera-ca`` read once, at start (None: the system's CAs); one line and exit 1
+    if it is not a usable PEM file."""
+    if config.camera_ca is None:
+        return None
+    try:
+        return load_ca_file(config.camera_ca, "camera CA file")
+    except ValueError as problem:
+        raise SystemExit(f"camproxy: error: {problem}") from None
 
 
 def endpoint_or_exit(reactor: Any, description: str) -> Any:

@@ -27,6 +27,7 @@ from camproxy.sources.esp32 import Esp32Source
 from camproxy.sources.http import HttpSourceSettings, basic_credentials
 from camproxy.sources.httpcam import HttpCameraSource, JPEGSource, MJPEGSource
 from camproxy.sources.kinds import default_kind, make_source, url_problem
+from camproxy.trust import load_ca_file
 from tests.httpcams import (
     BOUNDARY,
     CameraServer,
@@ -1121,7 +1122,9 @@ async def test_loopback_https_checked_against_a_ca_file(reactor: Any, tmp_path: 
     port = listening.getHost().port
     try:
         trusted = RecordingListener()
-        settings = HttpSourceSettings(f"https://localhost:{port}/", ca_file=str(certs.cert))
+        settings = HttpSourceSettings(
+            f"https://localhost:{port}/", trust_root=load_ca_file(certs.cert)
+        )
         source = MJPEGSource(reactor, trusted, settings)
         source.open()
         await wait_for(reactor, lambda: len(trusted.frames) == 1)

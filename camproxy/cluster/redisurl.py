@@ -8,24 +8,19 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import attrs
 from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IStreamClientEndpoint
-from twisted.internet.ssl import Certificate, optionsForClientTLS, trustRootFromCertificates
+from twisted.internet.ssl import optionsForClientTLS
+
+from camproxy.trust import load_ca_file
 
 DEFAULT_PORT = 6379
 
 Scheme = Literal["redis", "rediss", "unix"]
-
-if TYPE_CHECKING:
-    from twisted.internet._sslverify import IOpenSSLTrustRoot
-
-_PEM_CERTIFICATE = re.compile(
-    rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL
-)
 
 
 @attrs.frozen
@@ -73,24 +68,8 @@ class RedisURL:
             if ca_file is not None:
                 raise ValueError("a Redis CA file needs a rediss:// URL")
             return tcp
-        trust = None if ca_file is None else load_ca_file(ca_file)
+        trust = None if ca_file is None else load_ca_file(ca_file, "Redis CA file")
         return wrapClientTLS(optionsForClientTLS(self.host, trustRoot=trust), tcp)
-
-
-def load_ca_file(path: str | Path) -> IOpenSSLTrustRoot:
-    """A trust root made of every certificate in the PEM file ``path``."""
-    try:
-        pem = Path(path).read_bytes()
-    except OSError as error:
-        raise ValueError(f"cannot read the Redis CA file {path}: {error.strerror}") from None
-    blocks = _PEM_CERTIFICATE.findall(pem)
-    if not blocks:
-        raise ValueError(f"the Redis CA file {path} holds no PEM certificate")
-    try:
-        certificates = [Certificate.loadPEM(block) for block in blocks]
-    except Exception:
-        raise ValueError(f"the Redis CA file {path} holds an unreadable certificate") from None
-    return trustRootFromCertificates(certificates)
 
 
 def _shown(url: str) -> str:

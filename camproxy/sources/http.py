@@ -29,7 +29,7 @@ from twisted.internet.interfaces import (
     ITransport,
 )
 from twisted.internet.protocol import Protocol
-from twisted.internet.ssl import Certificate, platformTrust
+from twisted.internet.ssl import platformTrust
 from twisted.python.failure import Failure
 from twisted.web.client import (
     Agent,
@@ -71,8 +71,8 @@ class HttpSourceSettings:
     :ivar stall_timeout: seconds without a valid frame after which the link counts as
         down and is dropped; lengthened to ``3 / max_fps`` when that is longer.
     :ivar request_timeout: seconds for a small request (``/status``, ``/control``).
-    :ivar ca_file: PEM file of the CA to check ``https`` cameras against (default: the
-        system's CAs).
+    :ivar trust_root: what ``https`` cameras are checked against (see
+        :mod:`camproxy.trust`; None: the system's CAs).
     :ivar endpoint_factory: where connections go (default: TCP, or TLS for ``https``);
         the demo routes its emulated cameras to UNIX sockets through this.
     :ivar max_header_bytes: cap on one MJPEG part's headers.
@@ -84,7 +84,7 @@ class HttpSourceSettings:
     connect_timeout: float = 5.0
     stall_timeout: float = 5.0
     request_timeout: float = 5.0
-    ca_file: str | None = None
+    trust_root: Any = None
     endpoint_factory: IAgentEndpointFactory | None = None
     max_header_bytes: int = 16 * 1024
 
@@ -256,34 +256,21 @@ class _TrackingEndpointFactory:
 
 @implementer(IAgentEndpointFactory)
 class DirectEndpointFactory:
-    """TCP for ``http``; for ``https``, TLS checked against the system's CAs or a CA file."""
+    """TCP for ``http``; for ``https``, TLS checked against ``trust_root`` (None: the
+    system's CAs)."""
 
-    def __init__(
-        self, reactor: Any, connect_timeout: float = 5.0, ca_file: str | None = None
-    ) -> None:
+    def __init__(self, reactor: Any, connect_timeout: float = 5.0, trust_root: Any = None) -> None:
         self._reactor = reactor
         self._connect_timeout = connect_timeout
-        self._ca_file = ca_file
-        self._policy: BrowserLikePolicyForHTTPS | None = None
+        self._policy = BrowserLikePolicyForHTTPS(trustRoot=trust_root or platformTrust())
 
     def endpointForURI(self, uri: Any) -> IStreamClientEndpoint:
         endpoint: IStreamClientEndpoint = HostnameEndpoint(
             self._reactor, uri.host, uri.port, timeout=self._connect_timeout
         )
         if uri.scheme == b"https":
-            endpoint = wrapClientTLS(self._tls().creatorForNetloc(uri.host, uri.port), endpoint)
+            endpoint = wrapClientTLS(self._policy.creatorForNetloc(uri.host, uri.port), endpoint)
         return endpoint
-
-    def _tls(self) -> BrowserLikePolicyForHTTPS:
-        if self._policy is None:
-            trust: Any
-            if self._ca_file:
-                with open(self._ca_file, "rb") as pem:
-                    trust = Certificate.loadPEM(pem.read())
-            else:
-                trust = platformTrust()
-            self._policy = BrowserLikePolicyForHTTPS(trustRoot=trust)
-        return self._policy
 
 
 @implementer(IAgentEndpointFactory)
@@ -327,7 +314,7 @@ class CameraHttpClient:
     def __init__(self, reactor: IReactorTime, settings: HttpSourceSettings) -> None:
         self._clock = reactor
         endpoints = settings.endpoint_factory or DirectEndpointFactory(
-            reactor, settings.connect_timeout, settings.ca_file
+            reactor, settings.connect_timeout, settings.trust_root
         )
         self.tracker = ConnectionTracker()
         self._agent = Agent.usingEndpointFactory(

@@ -19,7 +19,7 @@ from twisted.application.internet import ClientService
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClientEndpoint
-from twisted.internet.ssl import Certificate, optionsForClientTLS, platformTrust
+from twisted.internet.ssl import optionsForClientTLS, platformTrust
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -45,7 +45,9 @@ class CameraSettings:
     connect_timeout: float = 5.0
     ping_interval: float = 5.0
     ping_timeout: float = 5.0
-    ca_file: str | None = None
+    #: What a ``wss://`` camera is checked against (see :mod:`camproxy.trust`; None:
+    #: the system's CAs).
+    trust_root: Any = None
 
 
 class CameraProtocol(WebSocketClientProtocol):
@@ -100,11 +102,7 @@ def camera_endpoint(reactor: Any, settings: CameraSettings) -> IStreamClientEndp
         reactor, url.host, port, timeout=settings.connect_timeout
     )
     if secure:
-        if settings.ca_file:
-            with open(settings.ca_file, "rb") as pem:
-                trust: Any = Certificate.loadPEM(pem.read())
-        else:
-            trust = platformTrust()
+        trust = settings.trust_root or platformTrust()
         endpoint = wrapClientTLS(optionsForClientTLS(url.host, trustRoot=trust), endpoint)
     return endpoint
 

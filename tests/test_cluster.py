@@ -3,6 +3,7 @@ driven by a fake clock: leases, frames, counts, commands, failover, a bus outage
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import attrs
@@ -389,3 +390,22 @@ def test_metrics_show_the_cluster() -> None:
         'camproxy_cluster_frames_fenced_total{camera="yard"} 1.0',
     ):
         assert line in text.splitlines()
+
+
+def test_a_viewer_on_another_daemon_sends_no_early_heartbeat_here() -> None:
+    # The hub tells of every count change, also of the others' viewers; this daemon's own
+    # counts did not change then, so it has nothing to tell before its next tick.
+    clock, server, (first, second) = cluster()
+    listener = MemoryBus(server, timeout=1.0, retry=0.5)
+    listener.startService()
+    beats: list[str] = []
+    listener.subscribe("camproxy:nodes", lambda _channel, payload: beats.append(payload))
+    first.hub.attach(FakeViewer(user="alice"))
+    tick(clock, 1.5)
+    clock.advance(0.5)  # halfway between two ticks of the node's heartbeat
+    del beats[:]
+    second.hub.attach(FakeViewer(user="bob"))
+    tick(clock, 0.75)  # second's early beat, first hearing it, first's folded count
+    told = [json.loads(beat)["node"] for beat in beats]
+    assert told == ["node1"]
+    assert first.hub.viewer_count == 2

@@ -707,6 +707,8 @@ class ClusterNode(Service):
         self._tick = LoopingCall(self._tick_all)
         self._tick.clock = clock
         self._heartbeat_call: IDelayedCall | None = None
+        #: The counts the last heartbeat told the others.
+        self._told_counts: dict[str, int] = {}
         self._remote: dict[str, int] = {}
         self.publish_failures = 0
 
@@ -802,7 +804,10 @@ class ClusterNode(Service):
         return sorted(camera for camera, source in self.sources.items() if source.holding)
 
     def counts_changed(self) -> None:
-        """A count changed here: tell the others soon (folding a burst of joins)."""
+        """A count changed here: tell the others soon (folding a burst of joins). The hub
+        also says so when only the other daemons' viewers changed: nothing to tell then."""
+        if self.local_counts() == self._told_counts:
+            return
         if self._heartbeat_call is None or not self._heartbeat_call.active():
             self._heartbeat_call = self.clock.callLater(0.1, self._heartbeat)
 
@@ -810,7 +815,8 @@ class ClusterNode(Service):
         self._heartbeat_call = None
         if not self.bus.connected:
             return
-        beat = _dump({"node": self.node_name, "counts": self.local_counts(), "holds": self.holds()})
+        self._told_counts = counts = self.local_counts()
+        beat = _dump({"node": self.node_name, "counts": counts, "holds": self.holds()})
         self.publish(f"{PREFIX}nodes", beat)
         self.bus.set(
             f"{PREFIX}node:{self.node_name}", beat, px=int(NODE_TIMEOUT * 1000) + 1500

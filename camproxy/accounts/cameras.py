@@ -225,6 +225,14 @@ def _user_id(connection: Connection, username: str) -> tuple[str, str]:
     return row.id, row.username
 
 
+def _set_grants(
+    connection: Connection, camera: str, wanted: dict[str, Level | None]
+) -> builtins.list[str]:
+    """Every change of one form in one transaction: all of them, or none (an unknown user
+    fails the whole)."""
+    return [_grant(connection, camera, user, level) for user, level in sorted(wanted.items())]
+
+
 def _grant(connection: Connection, camera: str, username: str, level: Level | None) -> str:
     record = _existing(connection, camera)
     user_id, stored = _user_id(connection, username)
@@ -447,6 +455,13 @@ class CameraStore:
     def revoke(self, camera: str, username: str) -> Deferred[str]:
         """Back to the camera's default access for that user; the user's stored name."""
         return self._db.write(_grant, camera, username, None)
+
+    def set_grants(
+        self, camera: str, wanted: dict[str, Level | None]
+    ) -> Deferred[builtins.list[str]]:
+        """Several users' grants at once (None: back to the camera's default access), all
+        or none; the users' stored names."""
+        return self._db.write(_set_grants, camera, wanted)
 
     def grants_on(self, camera: str) -> Deferred[builtins.list[tuple[str, Level]]]:
         """The grants on one camera: (user name, level), by user name."""

@@ -566,31 +566,26 @@ class AdminCameraRoutes:
         before = {
             user.lower(): level.text for user, level in await self.cameras().grants_on(current.name)
         }
-        known = {user.username.lower() for user in await self.deps.accounts.users.list()}
-        changed: list[str] = []
+        unknown = sorted(choice for choice in wanted.values() if choice not in GRANT_CHOICES)
+        changes = {
+            user: None if choice == "default" else Level.parse(choice)
+            for user, choice in wanted.items()
+            if choice in GRANT_CHOICES and before.get(user.lower(), "default") != choice
+        }
         try:
-            # Check every field before changing anything: all of the form, or none of it.
-            for user, choice in sorted(wanted.items()):
-                if choice not in GRANT_CHOICES:
-                    raise FormError(
-                        f"Unknown level {choice!r}: use default, none, view or control."
-                    )
-                if user.lower() not in known:
-                    raise FormError(f"No user named {user!r}.")
-            for user, choice in sorted(wanted.items()):
-                if before.get(user.lower(), "default") == choice:
-                    continue
-                if choice == "default":
-                    stored = await self.cameras().revoke(current.name, user)
-                else:
-                    stored = await self.cameras().grant(current.name, user, Level.parse(choice))
-                changed.append(f"{stored}={choice}")
+            if unknown:
+                raise FormError(
+                    f"Unknown level {unknown[0]!r}: use default, none, view or control."
+                )
+            # One transaction: all of the form, or none of it (a user deleted meanwhile).
+            stored = await self.cameras().set_grants(current.name, changes) if changes else []
         except (FormError, AccountError) as problem:
-            if changed:
-                await self.applied()
             return await self.edit_page(
                 request, admin, current, 400, grants_error=one_line(problem)
             )
+        changed = [
+            f"{name}={wanted[user]}" for name, user in zip(stored, sorted(changes), strict=True)
+        ]
         if changed:
             self.log.info(
                 "admin {admin!r} set access to camera {name!r}: {changes}",

@@ -398,7 +398,7 @@ def test_a_viewer_on_another_daemon_sends_no_early_heartbeat_here() -> None:
     clock, server, (first, second) = cluster()
     listener = MemoryBus(server, timeout=1.0, retry=0.5)
     listener.startService()
-    beats: list[str] = []
+    beats: list[bytes] = []
     listener.subscribe("camproxy:nodes", lambda _channel, payload: beats.append(payload))
     first.hub.attach(FakeViewer(user="alice"))
     tick(clock, 1.5)

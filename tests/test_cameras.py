@@ -16,6 +16,7 @@ from twisted.internet.defer import Deferred
 from camproxy.accounts.access import Level
 from camproxy.accounts.cameras import CameraChanges
 from camproxy.web.auth import SESSION_COOKIE
+from tests.clirun import camproxy
 from tests.conftest import RunningCamera, RunningDaemon, wait_until
 from tests.test_reported_defects import raw_upgrade
 from tests.wsclient import RecordingViewer, close_viewer, connect_viewer
@@ -491,3 +492,33 @@ def test_the_default_camera_at_start(reactor: Any, tmp_path: Any) -> None:
     settings = StartupSettings(database=others, cameras=(CameraSeed("garden", "http://g/"),))
     AccountsService.open(reactor, settings, FastHasher()).database.close()
     assert cameras_after(others) == {"garden": "http://g/"}
+
+
+@pytest_twisted.ensureDeferred
+async def test_changes_from_the_shell_reach_a_running_daemon_on_their_own(
+    reactor: Any, demo_camera_factory: Any, daemon_factory: Any, tmp_path: Any
+) -> None:
+    # CONTRACT §6: a running daemon applies every change made from the shell within 10 s,
+    # by its own watcher (no test calls it here).
+    first = await demo_camera_factory()
+    porch = await demo_camera_factory()
+    daemon = await daemon_factory(camera_url=first.url)
+    database = daemon.config.database
+    started = reactor.seconds()
+    added = await threads.deferToThread(
+        camproxy, tmp_path, "camera", "add", "porch", porch.url, "--database", database
+    )
+    assert added.code == 0, added.err
+    await wait_until(reactor, lambda: daemon.fleet.get("porch") is not None, 12.0)
+    assert reactor.seconds() - started < 10.0 + 2.0  # the CLI process's start included
+    viewer = await camera_viewer(daemon, "porch")
+    await within(daemon, viewer.wait_frames(1))
+
+    started = reactor.seconds()
+    removed = await threads.deferToThread(
+        camproxy, tmp_path, "camera", "remove", "porch", "--database", database
+    )
+    assert removed.code == 0, removed.err
+    _clean, code, reason = await within(daemon, viewer.closed, 12.0)
+    assert (code, reason) == (4004, "camera removed")
+    assert reactor.seconds() - started < 10.0 + 2.0
